@@ -1,0 +1,46 @@
+# The README's two commands are `make demo` and `make test`; everything depends on `install`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export YOLO_OFFLINE := 1
+
+.PHONY: install demo test test-unit test-faults lint format stack-up stack-down stack-status bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check inference runner scripts tests
+	$(VENV)/bin/ruff format --check inference runner scripts tests
+	$(VENV)/bin/mypy inference runner scripts
+
+format: install
+	$(VENV)/bin/ruff check --fix inference runner scripts tests
+	$(VENV)/bin/ruff format inference runner scripts tests
+
+test: lint
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+stack-up: install
+	scripts/dev-stack up
+
+stack-down: install
+	scripts/dev-stack down
+
+stack-status: install
+	scripts/dev-stack status
+
+demo: install
+	$(PY) scripts/demo.py
+
+clean:
+	scripts/dev-stack down || true
+	rm -rf $(VENV) .dev-stack .cache

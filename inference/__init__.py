@@ -1,0 +1,1 @@
+"""The inference worker: one replica of the `inference-group` consumer group."""

