@@ -38,6 +38,10 @@ WEED_STOP_S = 5.0
 READY_TIMEOUT_S = 120.0
 
 
+# Servers started by this process, so they are reaped (not left as zombies) when stopped.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class StackError(RuntimeError):
     """The stack could not be started; the message says what is missing."""
 
@@ -85,6 +89,9 @@ def port_open(port: int) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -186,12 +193,14 @@ def start_kafka(state_dir: Path, port: int) -> int:
         done = subprocess.run(fmt, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise StackError(f"formatting Kafka storage failed: {done.stderr.strip()[-500:]}")
-    log = (kafka_dir / "kafka.log").open("ab")
     env = {**os.environ, "LOG_DIR": str(kafka_dir / "logs")}
-    proc = subprocess.Popen(
-        _java(jars, "kafka.Kafka", str(config)),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )  # fmt: skip
+    # The child keeps its own copy of the descriptor; ours is closed at once.
+    with (kafka_dir / "kafka.log").open("ab") as log:
+        proc = subprocess.Popen(
+            _java(jars, "kafka.Kafka", str(config)),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )  # fmt: skip
+    _CHILDREN[proc.pid] = proc
     return proc.pid
 
 
@@ -228,8 +237,9 @@ def start_s3(state_dir: Path, port: int) -> int:
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
         *(f"-{name}={value}" for name, value in internal.items()),
     ]  # fmt: skip
-    log = (s3_dir / "weed.log").open("ab")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with (s3_dir / "weed.log").open("ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _CHILDREN[proc.pid] = proc
     return proc.pid
 
 
@@ -366,6 +376,7 @@ def _stop(pid: int, grace_s: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         wait_until(lambda: not pid_alive(pid), 10.0, f"process {pid} to exit")
+    _CHILDREN.pop(pid, None)
 
 
 def down(state_dir: Path) -> None:

@@ -1,0 +1,95 @@
+"""Settings: defaults of DESIGN.md section 4 and one clear line naming a wrong variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inference.config import ConfigError, KafkaSettings, ModelSettings, S3Settings, WorkerSettings, build
+
+ALL_VARS = [
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC", "KAFKA_GROUP_ID",
+    "S3_ENDPOINT_URL", "S3_FRAMES_BUCKET", "MODEL_PATH", "MODEL_CONF", "MODEL_IOU", "MODEL_IMGSZ",
+    "MODEL_DEVICE", "WORKER_PROCESSES", "WORKER_MAX_IN_FLIGHT", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS",
+    "METRICS_PORT",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ALL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "best.pt").write_bytes(b"x")
+
+
+def test_defaults_match_the_design() -> None:
+    kafka = build(KafkaSettings)
+    assert (kafka.bootstrap_servers, kafka.tasks_topic, kafka.results_topic, kafka.dlq_topic, kafka.group_id) == (
+        "localhost:9092",
+        "inference_tasks",
+        "inference_results",
+        "inference_tasks.dlq",
+        "inference-group",
+    )
+    s3 = build(S3Settings)
+    assert s3.frames_bucket == "frames"
+    assert s3.endpoint_url is None
+    model = build(ModelSettings)
+    assert (model.conf, model.iou, model.imgsz, model.device) == (0.25, 0.45, None, "auto")
+    assert build(WorkerSettings).processes >= 1
+
+
+def test_unprefixed_limits_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_FRAME_BYTES", "1234")
+    monkeypatch.setenv("MAX_FRAME_PIXELS", "5678")
+    monkeypatch.setenv("METRICS_PORT", "9100")
+    worker = build(WorkerSettings)
+    assert (worker.max_frame_bytes, worker.max_frame_pixels, worker.metrics_port) == (1234, 5678, 9100)
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KAFKA_GROUP_ID=from-dotenv\n")
+    assert build(KafkaSettings).group_id == "from-dotenv"
+
+
+@pytest.mark.parametrize(
+    ("cls", "var", "value"),
+    [
+        (WorkerSettings, "WORKER_PROCESSES", "zero"),
+        (WorkerSettings, "WORKER_PROCESSES", "0"),
+        (WorkerSettings, "WORKER_MAX_IN_FLIGHT", "-3"),
+        (WorkerSettings, "MAX_FRAME_BYTES", "big"),
+        (WorkerSettings, "MAX_FRAME_PIXELS", "0"),
+        (WorkerSettings, "METRICS_PORT", "70000"),
+        (ModelSettings, "MODEL_PATH", "/nonexistent/best.pt"),
+        (ModelSettings, "MODEL_CONF", "1.5"),
+        (ModelSettings, "MODEL_IOU", "abc"),
+        (ModelSettings, "MODEL_DEVICE", "tpu"),
+        (S3Settings, "S3_ENDPOINT_URL", "localhost:8333"),
+        (KafkaSettings, "KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON"),
+    ],
+)
+def test_a_wrong_setting_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, cls: type, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as caught:
+        build(cls)
+    message = str(caught.value)
+    assert message.startswith(f"invalid setting {var}:")
+    assert "\n" not in message
+
+
+def test_the_cli_fails_with_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inference.__main__ import main
+
+    monkeypatch.setenv("WORKER_PROCESSES", "many")
+    assert main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "WORKER_PROCESSES" in err[0]
