@@ -293,7 +293,9 @@ class Worker:
         self.counts["dlq"] += 1
         log_event(logger, logging.ERROR, "task_unreadable", error=str(exc), video_id=None, frame_id=None, **describe)
         headers = [("error.code", exc.code.encode()), ("error.message", str(exc).encode()[:1000])]
-        return Outgoing(self._settings.kafka.dlq_topic, record.key, record.value, headers)
+        # aiokafka cannot produce a record with neither key nor value: such a record keeps an empty value.
+        value = b"" if record.key is None and record.value is None else record.value
+        return Outgoing(self._settings.kafka.dlq_topic, record.key, value, headers)
 
 
 def _detections(output: DetectOutput) -> list[Detection]:

@@ -1,0 +1,249 @@
+"""Split stage: a video file -> sampled JPEG frames in S3 -> one FrameTask per frame on the tasks topic.
+
+Steps (`split_video`):
+1. `plan_split`: validate the request, then decode the file once, keeping no pixels, to count
+   the sampled frames. Every task carries total_frames and the container's frame count is only
+   an estimate (variable frame rate, damaged tails), so the count has to come first.
+2. `execute_split`: connect to S3 and Kafka and check that the bucket and the topic exist, before
+   anything is uploaded; decode again, JPEG-encode and upload with at most UPLOAD_CONCURRENCY
+   uploads in flight; then produce every task in one Kafka transaction.
+
+Memory: at most UPLOAD_CONCURRENCY + 1 encoded frames are held at a time. Keeping every JPEG to
+avoid the second decode would hold the whole video (~50-100 KB per 640x360 frame: gigabytes for
+an hour of video); decoding twice costs CPU time only, and decoding is cheaper than encoding.
+
+Nothing is half-announced: tasks are produced only after every upload succeeded, inside one
+transaction, so read_committed consumers (the workers) see all of a video's tasks or none, even
+when the broker fails halfway. The transactional id is per video id, so a split that was killed
+mid-transaction is aborted by the next split of the same video instead of holding back the
+partition until the transaction times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import orjson
+from aiobotocore.config import AioConfig
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from inference.config import KafkaSettings, S3Settings
+from inference.messages import FrameTask
+from runner.errors import InfrastructureError, InputError
+from runner.ids import require_video_id
+from runner.progress import ProgressFactory, silent
+from runner.video import encode_jpeg, frame_count_estimate, open_video, retrieve, sampled
+
+UPLOAD_CONCURRENCY = 16
+S3_ATTEMPTS = 4
+KAFKA_REQUEST_TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    video: Path
+    video_id: str
+    every: int = 1
+    max_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    request: SplitRequest
+    total_frames: int
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    video_id: str
+    total_frames: int
+    uploaded_bytes: int
+    seconds: float
+
+
+async def split_video(
+    request: SplitRequest, kafka: KafkaSettings, s3: S3Settings, progress: ProgressFactory = silent
+) -> SplitSummary:
+    plan = await plan_split(request, progress)
+    return await execute_split(plan, kafka, s3, progress)
+
+
+async def plan_split(request: SplitRequest, progress: ProgressFactory = silent) -> SplitPlan:
+    """Validate the request and count its sampled frames; InputError when the video cannot be used."""
+    require_video_id(request.video_id)
+    if request.every < 1:
+        raise InputError(f"--every must be at least 1, not {request.every}")
+    if request.max_frames is not None and request.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, not {request.max_frames}")
+    total = await asyncio.to_thread(_count_sampled, request, progress)
+    if total == 0:
+        raise InputError(f"{request.video} has no decodable frames")
+    return SplitPlan(request, total)
+
+
+def _count_sampled(request: SplitRequest, progress: ProgressFactory) -> int:
+    with open_video(request.video) as capture:
+        estimate = -(-frame_count_estimate(capture) // request.every)
+        if request.max_frames is not None:
+            estimate = min(estimate, request.max_frames)
+        bar = progress("counting", estimate)
+        count = 0
+        for _ in sampled(capture, request.every, request.max_frames):
+            count += 1
+            bar.update(count)
+        bar.close()
+    return count
+
+
+async def execute_split(
+    plan: SplitPlan, kafka: KafkaSettings, s3: S3Settings, progress: ProgressFactory = silent
+) -> SplitSummary:
+    """Upload every sampled frame, then announce them all; returns only when everything is acknowledged."""
+    started = time.perf_counter()
+    async with _s3_client(s3) as client, _producer(kafka, plan.request.video_id) as producer:
+        await _check_bucket(client, s3)
+        await _check_topic(producer, kafka)
+        tasks, uploaded_bytes = await _upload_all(client, s3.frames_bucket, plan, progress)
+        await _announce(producer, kafka.tasks_topic, tasks)
+    return SplitSummary(plan.request.video_id, plan.total_frames, uploaded_bytes, time.perf_counter() - started)
+
+
+@contextlib.asynccontextmanager
+async def _s3_client(settings: S3Settings) -> AsyncIterator[Any]:
+    config = AioConfig(
+        max_pool_connections=max(UPLOAD_CONCURRENCY, settings.max_connections),
+        connect_timeout=5,
+        read_timeout=30,
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+    )
+    async with aioboto3.Session().client("s3", config=config, **settings.client_options()) as client:
+        yield client
+
+
+async def _check_bucket(client: Any, settings: S3Settings) -> None:
+    where = settings.endpoint_url or "AWS"
+    try:
+        await client.head_bucket(Bucket=settings.frames_bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        raise InfrastructureError(f"S3 bucket {settings.frames_bucket!r} is not usable at {where}: {code}") from None
+    except (BotoCoreError, OSError) as exc:
+        raise InfrastructureError(f"cannot reach S3 at {where}: {exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        **kafka.client_options(),
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=f"runner-split-{video_id}",
+        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
+        linger_ms=5,
+    )
+    try:
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None:
+    try:
+        await producer.partitions_for(kafka.tasks_topic)
+    except UnknownTopicOrPartitionError:
+        raise InfrastructureError(
+            f"Kafka topic {kafka.tasks_topic!r} does not exist at {kafka.bootstrap_servers}"
+        ) from None
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
+
+
+async def _upload_all(
+    client: Any, bucket: str, plan: SplitPlan, progress: ProgressFactory
+) -> tuple[list[FrameTask], int]:
+    """Every sampled frame in S3, as the tasks that will announce them and the bytes uploaded."""
+    request = plan.request
+    frames = _encoded_frames(request, plan.total_frames)
+    bar = progress("uploading", plan.total_frames)
+    slots = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+    tasks: list[FrameTask] = []
+    sizes: list[int] = []
+    loop = asyncio.get_running_loop()
+    try:
+        # One thread owns the decoder; leaving the `with` waits for it, so closing `frames` is safe.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-encode") as encoder:
+            async with asyncio.TaskGroup() as group:
+                while (frame := await loop.run_in_executor(encoder, next, frames, None)) is not None:
+                    timestamp_ms, jpeg = frame
+                    task = _task(request.video_id, len(tasks), bucket, plan.total_frames, timestamp_ms)
+                    await slots.acquire()
+                    group.create_task(_upload(client, task, jpeg, slots, bar.advance))
+                    tasks.append(task)
+                    sizes.append(len(jpeg))
+    except ExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    finally:
+        frames.close()
+        bar.close()
+    if len(tasks) < plan.total_frames:
+        raise InputError(f"{request.video} gave {plan.total_frames} frames on the first read, {len(tasks)} on the second")
+    return tasks, sum(sizes)
+
+
+def _encoded_frames(request: SplitRequest, total: int) -> Iterator[tuple[float, bytes]]:
+    with open_video(request.video) as capture:
+        for timestamp_ms in sampled(capture, request.every, total):
+            yield timestamp_ms, encode_jpeg(retrieve(capture, request.video))
+
+
+def _task(video_id: str, frame_id: int, bucket: str, total: int, timestamp_ms: float) -> FrameTask:
+    return FrameTask(
+        video_id=video_id,
+        frame_id=frame_id,
+        s3_key=f"{video_id}/{frame_id:06d}.jpg",
+        bucket=bucket,
+        total_frames=total,
+        timestamp_ms=timestamp_ms,
+    )
+
+
+async def _upload(
+    client: Any, task: FrameTask, body: bytes, slots: asyncio.Semaphore, done: Callable[[], None]
+) -> None:
+    try:
+        await client.put_object(Bucket=task.bucket, Key=task.s3_key, Body=body, ContentType="image/jpeg")
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise InfrastructureError(f"upload to s3://{task.bucket}/{task.s3_key} failed: {exc}") from None
+    finally:
+        slots.release()
+    done()
+
+
+async def _announce(producer: AIOKafkaProducer, topic: str, tasks: list[FrameTask]) -> None:
+    """Produce every task in one transaction; any failure aborts it, so none of them becomes visible."""
+    try:
+        async with producer.transaction():
+            sent = [
+                await producer.send(topic, orjson.dumps(task.model_dump(mode="json")), key=task.video_id.encode())
+                for task in tasks
+            ]
+            outcomes = await asyncio.gather(*sent, return_exceptions=True)
+            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failure is not None:
+                raise failure
+    except KafkaError as exc:
+        raise InfrastructureError(f"Kafka did not acknowledge the tasks, none were announced: {exc!r}") from None

@@ -1,0 +1,266 @@
+"""The worker against real Kafka and S3: results, scale-out, crashes, shutdown, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import orjson
+import psutil
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.stack import Endpoints
+from tests.support import (
+    MODEL_PATH,
+    Topics,
+    WorkerProcess,
+    consume,
+    distinct_frames,
+    produce,
+    result_values,
+    stage_video,
+    wait_for,
+)
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def direct_predictions(images: dict[str, bytes]) -> dict[str, list[tuple[int, list[float]]]]:
+    """What ultralytics itself says on the same images, for the equality check."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(MODEL_PATH))
+    out = {}
+    for key, data in images.items():
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        boxes = model.predict(image, conf=0.25, iou=0.45, verbose=False)[0].boxes
+        out[key] = sorted(
+            (int(c), [float(v) for v in b]) for c, b in zip(boxes.cls.tolist(), boxes.xyxy.tolist(), strict=True)
+        )
+    return out
+
+
+def same_detections(got: list[dict[str, Any]], expected: list[tuple[int, list[float]]]) -> bool:
+    mine = sorted((d["class_id"], d["bbox"]) for d in got)
+    if len(mine) != len(expected):
+        return False
+    return all(
+        c1 == c2 and all(abs(a - b) <= 1.0 for a, b in zip(b1, b2, strict=True))
+        for (c1, b1), (c2, b2) in zip(mine, expected, strict=True)
+    )
+
+
+async def stage_videos(stack: Endpoints, topics: Topics, frames_per_video: dict[str, int]) -> dict[str, bytes]:
+    objects: dict[str, bytes] = {}
+    for seed, (video_id, n) in enumerate(frames_per_video.items()):
+        objects.update(await stage_video(stack, topics, video_id, n, seed=seed))
+    return objects
+
+
+def results_for(stack: Endpoints, topics: Topics, expected: int, timeout_s: float = 240) -> list[Any]:
+    """Every result record once `expected` distinct frames have one (or the deadline passed)."""
+    return asyncio.run(
+        consume(stack.bootstrap_servers, topics.results, lambda r: len(distinct_frames(r)) >= expected, timeout_s)
+    )
+
+
+def test_every_task_gets_one_ok_result_equal_to_ultralytics(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker
+) -> None:
+    videos = {"cam-a": 80, "cam-b": 60, "cam-c": 40, "cam-d": 20}
+    objects = asyncio.run(stage_videos(stack, topics, videos))
+    worker = start_worker(WORKER_PROCESSES="2")
+    worker.wait_started()
+    records = results_for(stack, topics, expected=200)
+    values = result_values(records)
+    assert len(values) == 200
+    assert collections.Counter((v["video_id"], v["frame_id"]) for v in values).most_common(1)[0][1] == 1
+    assert all(v["status"] == "ok" for v in values)
+    assert all(r.key == orjson.loads(r.value)["video_id"].encode() for r in records)
+    assert {(v["video_id"], v["frame_id"]) for v in values} == {(vid, i) for vid, n in videos.items() for i in range(n)}
+    expected = direct_predictions(objects)
+    mismatched = [v["s3_key"] for v in values if not same_detections(v["detections"], expected[v["s3_key"]])]
+    assert mismatched == []
+    assert sum(len(v["detections"]) for v in values) > 0
+    assert worker.terminate() == 0
+
+
+def assignments(worker: WorkerProcess) -> set[str]:
+    lines = [line for line in worker.log_lines() if line.get("event") == "partitions_assigned"]
+    return set(lines[-1]["partitions"]) if lines else set()
+
+
+def test_two_replicas_share_the_partitions_and_answer_each_task_once(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker
+) -> None:
+    first, second = start_worker(), start_worker()
+    first.wait_started()
+    second.wait_started()
+    wait_for(lambda: len(assignments(first)) == 3 and len(assignments(second)) == 3, 60, "a balanced group")
+    assert assignments(first).isdisjoint(assignments(second))
+    videos = {f"cam-{i}": 10 for i in range(8)}
+    asyncio.run(stage_videos(stack, topics, videos))
+    values = result_values(results_for(stack, topics, expected=80))
+    assert len(values) == 80
+    assert len({(v["video_id"], v["frame_id"]) for v in values}) == 80
+    workers = collections.Counter(v["worker"] for v in values)
+    assert len(workers) == 2
+
+
+def test_kill_9_mid_stream_loses_nothing(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    videos = {"cam-x": 60, "cam-y": 60}
+    asyncio.run(stage_videos(stack, topics, videos))
+    doomed = start_worker()
+    doomed.wait_started()
+    wait_for(lambda: doomed_progress(stack, topics) >= 10, 120, "some results before the kill")
+    doomed.kill()
+    survivor = start_worker()
+    survivor.wait_started()
+    frames = distinct_frames(results_for(stack, topics, expected=120))
+    assert frames == {(vid, i) for vid, n in videos.items() for i in range(n)}
+
+
+def doomed_progress(stack: Endpoints, topics: Topics) -> int:
+    records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: len(r) >= 10, 2))
+    return len(records)
+
+
+async def committed_offsets(stack: Endpoints, topics: Topics) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, group_id=topics.group)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(6):
+            offset = await consumer.committed(TopicPartition(topics.tasks, p))
+            out[p] = offset or 0
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def tasks_by_offset(stack: Endpoints, topics: Topics, count: int) -> dict[tuple[int, int], tuple[str, int]]:
+    records = await consume(stack.bootstrap_servers, topics.tasks, lambda r: len(r) >= count, 30)
+    return {
+        (r.partition, r.offset): (orjson.loads(r.value)["video_id"], orjson.loads(r.value)["frame_id"]) for r in records
+    }
+
+
+def test_sigterm_drains_commits_and_exits_0(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    videos = {"cam-s": 50, "cam-t": 50}
+    asyncio.run(stage_videos(stack, topics, videos))
+    worker = start_worker(WORKER_PROCESSES="2")
+    worker.wait_started()
+    wait_for(lambda: doomed_progress(stack, topics) >= 10, 120, "some results before SIGTERM")
+    assert worker.terminate(timeout_s=60) == 0
+    assert any(line.get("event") == "worker_stopped" for line in worker.log_lines())
+    published = distinct_frames(asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: False, 3)))
+    committed = asyncio.run(committed_offsets(stack, topics))
+    tasks = asyncio.run(tasks_by_offset(stack, topics, 100))
+    below_commit = {ids for (p, o), ids in tasks.items() if o < committed[p]}
+    assert below_commit, "the drained worker committed nothing"
+    assert below_commit <= published
+    successor = start_worker()
+    successor.wait_started()
+    frames = distinct_frames(results_for(stack, topics, expected=100))
+    assert frames == set(tasks.values())
+
+
+def test_a_dying_pool_process_is_replaced_and_its_frames_retried(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker
+) -> None:
+    asyncio.run(stage_videos(stack, topics, {"cam-p": 40}))
+    worker = start_worker(WORKER_PROCESSES="1")
+    worker.wait_started()
+    children = psutil.Process(worker.proc.pid).children(recursive=True)
+    pool_processes = [c for c in children if "spawn" in " ".join(c.cmdline())]
+    assert pool_processes
+    pool_processes[0].kill()
+    values = result_values(results_for(stack, topics, expected=40))
+    ok = {(v["video_id"], v["frame_id"]) for v in values if v["status"] == "ok"}
+    assert ok == {("cam-p", i) for i in range(40)}
+    assert any(line.get("event") == "pool_replaced" for line in worker.log_lines())
+    assert worker.proc.poll() is None
+
+
+def jpeg_bomb() -> bytes:
+    ok, data = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    assert ok
+    raw = bytearray(bytes(data))
+    sof = raw.find(b"\xff\xc0")
+    raw[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+    return bytes(raw)
+
+
+@pytest.fixture
+def bad_input(stack: Endpoints, topics: Topics) -> dict[str, str]:
+    """Bad tasks by frame id of video `bad`, with the error code each must get."""
+    from tests.support import synthetic_jpeg, task, upload
+
+    good = synthetic_jpeg(7)
+    objects = {
+        "bad/0.jpg": b"this is not an image",
+        "bad/1.jpg": good[: len(good) // 2],
+        "bad/2.jpg": jpeg_bomb(),
+        "bad/3.jpg": b"",
+        "bad/4.jpg": b"\xff\xd8" + b"\x00" * 2_000_000,
+    }
+    asyncio.run(upload(stack, objects))
+    tasks: list[tuple[bytes | None, bytes | None]] = [
+        (b"bad", task("bad", 0, "bad/0.jpg")),
+        (b"bad", task("bad", 1, "bad/1.jpg")),
+        (b"bad", task("bad", 2, "bad/2.jpg")),
+        (b"bad", task("bad", 3, "bad/3.jpg")),
+        (b"bad", task("bad", 4, "bad/4.jpg")),
+        (b"bad", task("bad", 5, "bad/missing.jpg")),
+        (b"bad", task("bad", 6, "../etc/passwd")),
+        (b"bad", task("bad", 7, "bad/0.jpg", total_frames="many")),
+        (b"junk", b"not json at all"),
+        (b"junk", b"[1, 2, 3]"),
+        (b"junk", b'{"video_id": "v"}'),
+        (b"junk", None),
+    ]
+    asyncio.run(produce(stack.bootstrap_servers, topics.tasks, tasks))
+    return {
+        "0": "invalid_image",
+        "1": "invalid_image",
+        "2": "invalid_image",
+        "3": "invalid_image",
+        "4": "frame_too_large",
+        "5": "frame_not_found",
+        "6": "invalid_task",
+        "7": "invalid_task",
+    }
+
+
+def test_bad_input_gets_its_error_and_good_frames_flow(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, bad_input: dict[str, str]
+) -> None:
+    asyncio.run(stage_videos(stack, topics, {"good": 20}))
+    worker = start_worker(MAX_FRAME_BYTES="1000000")
+    worker.wait_started()
+    values = result_values(results_for(stack, topics, expected=28))
+    codes = {str(v["frame_id"]): v["error"]["code"] for v in values if v["video_id"] == "bad"}
+    assert codes == bad_input
+    assert {v["frame_id"] for v in values if v["video_id"] == "good" and v["status"] == "ok"} == set(range(20))
+    dlq = asyncio.run(consume(stack.bootstrap_servers, topics.dlq, lambda r: len(r) >= 4, 60))
+    assert sorted((r.value or b"") for r in dlq) == sorted(
+        [b"not json at all", b"[1, 2, 3]", b'{"video_id": "v"}', b""]
+    )
+    assert all(dict(r.headers)["error.code"] == b"unreadable_task" and dict(r.headers)["error.message"] for r in dlq)
+    errors = [
+        line for line in worker.log_lines() if line.get("level") == "error" and line["logger"].startswith("inference")
+    ]
+    assert len(errors) >= 12
+    assert all({"partition", "offset", "video_id", "frame_id"} <= set(line) for line in errors)
+    assert worker.proc.poll() is None
+    assert sum(1 for line in worker.log_lines() if line.get("event") == "worker_started") == 1
+    wait_for(lambda: all_committed(stack, topics, 12 + 20), 30, "offsets committed past the bad input")
+
+
+def all_committed(stack: Endpoints, topics: Topics, total: int) -> bool:
+    return sum(asyncio.run(committed_offsets(stack, topics)).values()) >= total
