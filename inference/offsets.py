@@ -39,6 +39,11 @@ class PartitionOffsets(Generic[P]):
         """Offsets started but not yet finished."""
         return sum(1 for done in self._pending.values() if not done)
 
+    @property
+    def position(self) -> int | None:
+        """The next offset to consume, once anything was consumed."""
+        return self._next_to_consume
+
     def start(self, offset: int) -> None:
         if self._next_to_consume is not None and offset < self._next_to_consume:
             raise OffsetWentBackwards(f"offset {offset} after {self._next_to_consume - 1}")

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -32,7 +33,14 @@ class PoolCrashed(Exception):
 class DetectorPool:
     """Runs `detector.detect` in `processes` spawned processes that each load the model once."""
 
-    def __init__(self, config: DetectorConfig, processes: int, frame_timeout_s: float, attempts: int) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig,
+        processes: int,
+        frame_timeout_s: float,
+        attempts: int,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
         self._config = config
         self._processes = processes
         self._frame_timeout_s = frame_timeout_s
@@ -45,19 +53,23 @@ class DetectorPool:
         self._gate = asyncio.Event()
         self._gate.set()
         self._exclusive = asyncio.Lock()
+        self._on_restart = on_restart
         self.restarts = 0
         self.model_load_s = 0.0
+        self.loaded = False
 
     @property
     def processes(self) -> int:
         return self._processes
 
-    def alive(self) -> bool:
+    def alive_count(self) -> int:
         executor = self._executor
-        if executor is None:
-            return False
-        procs = getattr(executor, "_processes", None) or {}
-        return bool(procs) and all(p.is_alive() for p in procs.values())
+        # ProcessPoolExecutor keeps no public list of its processes; this private map is stable since 3.8.
+        procs = (getattr(executor, "_processes", None) or {}) if executor is not None else {}
+        return sum(1 for p in procs.values() if p.is_alive())
+
+    def alive(self) -> bool:
+        return self.alive_count() > 0
 
     async def start(self) -> None:
         """Create the pool and wait until every process has loaded and warmed up the model."""
@@ -66,6 +78,7 @@ class DetectorPool:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._executor, os.getpid) for _ in range(self._processes)))
         self.model_load_s = time.perf_counter() - started
+        self.loaded = True
 
     def _new_executor(self) -> ProcessPoolExecutor:
         # spawn: CUDA cannot be re-initialised in a forked child, and fork copies held locks.
@@ -136,6 +149,8 @@ class DetectorPool:
         old = self._executor
         self._generation += 1
         self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
         if kill:
             for proc in list((getattr(old, "_processes", None) or {}).values()):
                 proc.kill()

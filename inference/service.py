@@ -35,13 +35,17 @@ from inference.messages import (
     ok_result,
     parse_task,
 )
+from inference.metrics import Metrics
 from inference.offsets import OffsetWentBackwards, PartitionOffsets
 from inference.pool import DetectorPool
+from inference.probes import Probe, ProbeServer
 from inference.publish import Outgoing, Publisher
 from inference.storage import FrameStore
 
 logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
+# /healthz fails when the consume loop has not turned for this long (a blocked event loop).
+LOOP_STALL_S = 30.0
 
 
 def worker_name() -> str:
@@ -92,6 +96,10 @@ class Worker:
         self._publisher: Publisher | None = None
         self._store: FrameStore | None = None
         self._pool: DetectorPool | None = None
+        self.metrics = Metrics()
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        self._joined = False
+        self._loop_tick = time.monotonic()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -103,14 +111,21 @@ class Worker:
     async def run(self) -> None:
         settings = self._settings
         async with contextlib.AsyncExitStack() as stack:
+            if settings.worker.metrics_port is not None:
+                probes = ProbeServer(self.metrics, settings.worker.metrics_port, self.healthy, self.ready)
+                await probes.start()
+                stack.push_async_callback(probes.stop)
             self._pool = DetectorPool(
                 self._detector,
                 settings.worker.processes,
                 settings.worker.frame_timeout_s,
                 settings.worker.frame_attempts,
+                on_restart=self.metrics.pool_restarts.inc,
             )
             stack.push_async_callback(self._pool.close)
             await self._pool.start()
+            self.metrics.model_load_seconds.set(self._pool.model_load_s)
+            self.metrics.pool_alive.set_function(self._pool.alive_count)
             log_event(logger, logging.INFO, "model_loaded", seconds=round(self._pool.model_load_s, 2),
                       processes=self._pool.processes, threads=self._detector.threads,
                       device=self._detector.device, imgsz=self._detector.imgsz)  # fmt: skip
@@ -132,6 +147,22 @@ class Worker:
             await self._checkpoint.commit()
         log_event(logger, logging.INFO, "worker_stopped", **self.counts)
 
+    def healthy(self) -> Probe:
+        if time.monotonic() - self._loop_tick > LOOP_STALL_S:
+            return Probe(False, f"consume loop has not turned for {LOOP_STALL_S:.0f}s")
+        if self._pool is not None and self._pool.loaded and not self._pool.alive():
+            return Probe(False, "detector pool is down")
+        return Probe(True, "alive")
+
+    def ready(self) -> Probe:
+        if self._pool is None or not self._pool.loaded:
+            return Probe(False, "model is loading")
+        if not self._joined:
+            return Probe(False, "not yet a member of the consumer group")
+        if self._stopping.is_set():
+            return Probe(False, "draining")
+        return Probe(True, "serving")
+
     def _new_consumer(self) -> AIOKafkaConsumer:
         kafka = self._settings.kafka
         return AIOKafkaConsumer(
@@ -148,6 +179,7 @@ class Worker:
         """Three outcomes only: records are admitted, a Kafka error is logged and backed off, or we stop."""
         consumer, checkpoint = self._require_consumer()
         while not self._stopping.is_set():
+            self._loop_tick = time.monotonic()
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._limit)
             except KafkaError as exc:
@@ -159,6 +191,17 @@ class Worker:
             self._apply_backpressure()
             if checkpoint.due():
                 await checkpoint.commit()
+                self._record_lag(consumer)
+
+    def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag = end of the partition (last stable offset: we read committed) - next offset we take."""
+        _, checkpoint = self._require_consumer()
+        for tp, offsets in checkpoint.partitions.items():
+            end = consumer.last_stable_offset(tp)
+            if end is not None and offsets.position is not None:
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    end - offsets.position
+                )
 
     def _require_consumer(self) -> tuple[AIOKafkaConsumer, Checkpoint]:
         assert self._consumer is not None and self._checkpoint is not None
@@ -192,6 +235,7 @@ class Worker:
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer, checkpoint = self._require_consumer()
         checkpoint.assign(assigned)
+        self._joined = True
         # aiokafka forgets pause state across a rebalance: re-apply it to the new assignment.
         if self._paused:
             consumer.pause(*assigned)
@@ -202,6 +246,9 @@ class Worker:
         await self._drain(revoked)
         await checkpoint.commit(only=revoked)
         checkpoint.forget(revoked)
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         log_event(logger, logging.INFO, "partitions_revoked", partitions=_names(revoked))
 
     async def _drain(self, partitions: set[TopicPartition]) -> None:
@@ -220,11 +267,16 @@ class Worker:
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], offsets: PartitionOffsets[None]
     ) -> None:
         describe: dict[str, object] = {"topic": tp.topic, "partition": tp.partition, "offset": record.offset}
+        started = time.perf_counter()
         outgoing = await self._answer(record, describe)
         assert self._publisher is not None
+        answered = time.perf_counter()
         await self._publisher.send(outgoing, describe)
         # Only now, with the broker's ack in hand, may the commit point pass this offset.
         offsets.finish(record.offset)
+        done = time.perf_counter()
+        self.metrics.observe("publish", done - answered)
+        self.metrics.observe("end_to_end", done - started)
 
     async def _answer(self, record: ConsumerRecord[bytes, bytes], describe: dict[str, object]) -> Outgoing:
         """The record to publish for one task: a result, or the task itself for the DLQ."""
@@ -254,6 +306,10 @@ class Worker:
         output = await self._pool.detect(data, describe)
         done = time.perf_counter()
         self.counts["ok"] += 1
+        self.metrics.frame_done("ok")
+        self.metrics.observe("fetch", fetched - started)
+        self.metrics.observe("detect", output.detect_ms / 1000)
+        self.metrics.observe("queue", max(0.0, done - fetched - output.detect_ms / 1000))
         return ok_result(
             task,
             width=output.width,
@@ -279,6 +335,7 @@ class Worker:
         describe: dict[str, object],
     ) -> FrameResult:
         self.counts[exc.code] += 1
+        self.metrics.frame_done("error", exc.code)
         log_event(logger, logging.ERROR, "frame_failed", code=exc.code, error=str(exc)[:300], **describe)
         timing = {"total": _ms(started, time.perf_counter())}
         return failed_result(video_id, frame_id, exc, task=task, model=self._model, timing_ms=timing, worker=self._name)
@@ -291,6 +348,8 @@ class Worker:
         self, record: ConsumerRecord[bytes, bytes], exc: UnreadableTask, describe: dict[str, object]
     ) -> Outgoing:
         self.counts["dlq"] += 1
+        self.metrics.frame_done("dlq", exc.code)
+        self.metrics.dlq_messages.inc()
         log_event(logger, logging.ERROR, "task_unreadable", error=str(exc), video_id=None, frame_id=None, **describe)
         headers = [("error.code", exc.code.encode()), ("error.message", str(exc).encode()[:1000])]
         # aiokafka cannot produce a record with neither key nor value: such a record keeps an empty value.

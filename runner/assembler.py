@@ -41,9 +41,8 @@ class Assembly:
         """Keep `result`; False when its frame was already in (a duplicate, counted)."""
         if result.video_id != self.video_id:
             raise ValueError(f"result of video {result.video_id!r} added to {self.video_id!r}")
-        if self.total_frames is None and result.total_frames is not None:
-            self.total_frames = result.total_frames
-            self._in_range = sum(1 for frame_id in self._frames if frame_id < result.total_frames)
+        if result.total_frames is not None:
+            self.expect_total(result.total_frames)
         held = self._frames.get(result.frame_id)
         if held is not None:
             self.duplicate_count += 1
@@ -54,6 +53,12 @@ class Assembly:
         if self.total_frames is not None and result.frame_id < self.total_frames:
             self._in_range += 1
         return True
+
+    def expect_total(self, total_frames: int) -> None:
+        """Learn the number of frames; the first total known (from the splitter or a result) stays."""
+        if self.total_frames is None:
+            self.total_frames = total_frames
+            self._in_range = sum(1 for frame_id in self._frames if frame_id < total_frames)
 
     @property
     def received(self) -> int:
@@ -67,10 +72,7 @@ class Assembly:
     @property
     def missing_frame_ids(self) -> list[int]:
         """Frames not yet in; without a known total, the gaps below the highest frame seen."""
-        if self.total_frames is not None:
-            end = self.total_frames
-        else:
-            end = max(self._frames, default=-1) + 1
+        end = self.total_frames if self.total_frames is not None else max(self._frames, default=-1) + 1
         return [frame_id for frame_id in range(end) if frame_id not in self._frames]
 
     @property

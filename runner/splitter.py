@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,11 +200,13 @@ async def _upload_all(
         frames.close()
         bar.close()
     if len(tasks) < plan.total_frames:
-        raise InputError(f"{request.video} gave {plan.total_frames} frames on the first read, {len(tasks)} on the second")
+        raise InputError(
+            f"{request.video} gave {plan.total_frames} frames on the first read, {len(tasks)} on the second"
+        )
     return tasks, sum(sizes)
 
 
-def _encoded_frames(request: SplitRequest, total: int) -> Iterator[tuple[float, bytes]]:
+def _encoded_frames(request: SplitRequest, total: int) -> Generator[tuple[float, bytes], None, None]:
     with open_video(request.video) as capture:
         for timestamp_ms in sampled(capture, request.every, total):
             yield timestamp_ms, encode_jpeg(retrieve(capture, request.video))

@@ -64,7 +64,7 @@ def retrieve(capture: cv2.VideoCapture, path: Path) -> Image:
     ok, image = capture.retrieve()
     if not ok:
         raise InputError(f"cannot decode a frame of {path}")
-    frame: Image = image
+    frame: Image = np.asarray(image, np.uint8)
     return frame
 
 

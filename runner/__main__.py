@@ -1,0 +1,216 @@
+"""`python -m runner split | collect | run | render` (DESIGN.md section 4).
+
+Exit codes: 0 done; 1 Kafka or S3 failed; 2 usage, input or setting error; 3 a video was not
+complete in time. A failure is one line on stderr; progress goes to stderr; summaries and the
+paths of written files go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from inference.config import ConfigError, KafkaSettings, LogSettings, S3Settings, build
+from inference.logs import configure_logging
+from runner.assembler import Assembly
+from runner.collector import Collector
+from runner.errors import Incomplete, InputError, RunnerError
+from runner.ids import require_video_id, video_id_for
+from runner.progress import on_stderr
+from runner.render import render_video
+from runner.run import run_video
+from runner.splitter import SplitRequest, split_video
+
+EXIT_OK = 0
+EXIT_SETTING = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_COLLECTOR_GROUP = "inference-collector"
+LISTED_MISSING_IDS = 20
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value:g}")
+    return value
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--every", type=_positive_int, default=1, help="sample every Nth frame (default 1: all)")
+    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many sampled frames")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runner", description="Split videos into detection tasks; assemble results.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    split = commands.add_parser("split", help="upload a video's sampled frames to S3 and produce their tasks")
+    split.add_argument("video", type=Path)
+    split.add_argument("--video-id", required=True)
+    _add_sampling(split)
+
+    collect = commands.add_parser("collect", help="assemble results into DIR/<video_id>.json")
+    collect.add_argument("--out", type=Path, required=True, metavar="DIR")
+    collect.add_argument("--video-id", help="exit 0 once this video is written (3 at the timeout)")
+    collect.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
+    collect.add_argument("--group", default=DEFAULT_COLLECTOR_GROUP, help="consumer group (default %(default)s)")
+
+    run = commands.add_parser("run", help="split one video, wait for its results, write them to FILE")
+    run.add_argument("video", type=Path)
+    run.add_argument("--out", type=Path, required=True, metavar="FILE")
+    run.add_argument("--video-id", help="default: derived from the file name")
+    run.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds to wait for results")
+    _add_sampling(run)
+
+    render = commands.add_parser("render", help="draw a result document's boxes onto its video")
+    render.add_argument("video", type=Path)
+    render.add_argument("result_json", type=Path)
+    render.add_argument("--out", type=Path, required=True, metavar="OUT.mp4")
+    return parser
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create directory {path}: {exc.strerror}") from None
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """'3-5, 9, 12-13', listing at most LISTED_MISSING_IDS ranges."""
+    ranges: list[tuple[int, int]] = []
+    for frame_id in ids:
+        if ranges and ranges[-1][1] == frame_id - 1:
+            ranges[-1] = (ranges[-1][0], frame_id)
+        else:
+            ranges.append((frame_id, frame_id))
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges[:LISTED_MISSING_IDS])
+    return text + (", ..." if len(ranges) > LISTED_MISSING_IDS else "")
+
+
+def _missing(why: str, video_id: str, assembly: Assembly | None) -> str:
+    if assembly is None or assembly.received == 0:
+        return f"{why}: no results of video {video_id} arrived"
+    total = assembly.total_frames if assembly.total_frames is not None else "?"
+    ids = assembly.missing_frame_ids
+    return f"{why}: video {video_id} has {assembly.received}/{total} frames; missing frame ids {_id_ranges(ids)}"
+
+
+def _split(args: argparse.Namespace) -> int:
+    kafka, s3 = build(KafkaSettings), build(S3Settings)
+    request = SplitRequest(args.video, args.video_id, args.every, args.max_frames)
+    summary = asyncio.run(split_video(request, kafka, s3, on_stderr))
+    _say(f"{summary.video_id}: {summary.total_frames} frames uploaded to s3://{s3.frames_bucket}/{summary.video_id}/ "
+         f"and announced on {kafka.tasks_topic} in {summary.seconds:.1f} s")  # fmt: skip
+    return EXIT_OK
+
+
+def _collect(args: argparse.Namespace) -> int:
+    kafka = build(KafkaSettings)
+    if args.video_id is not None:
+        require_video_id(args.video_id)
+    _make_dir(args.out)
+    return asyncio.run(_collect_until(kafka, args.out, args.group, args.video_id, args.timeout))
+
+
+async def _collect_until(
+    kafka: KafkaSettings, out: Path, group: str, video_id: str | None, timeout_s: float | None
+) -> int:
+    """Collect until a signal, the timeout, or (with `video_id`) that video's document is written."""
+    written: list[str] = []
+    timed_out: list[bool] = []
+
+    def on_written(path: Path, assembly: Assembly) -> None:
+        _say(str(path))
+        if assembly.video_id == video_id:
+            written.append(video_id)
+            collector.stop()
+
+    def on_timeout() -> None:
+        timed_out.append(True)
+        collector.stop()
+
+    collector = Collector(kafka, out, group, on_written)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, collector.stop)
+    timer = loop.call_later(timeout_s, on_timeout) if timeout_s is not None else None
+    try:
+        await collector.run()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if video_id is None or written:
+        return EXIT_OK
+    why = f"timed out after {timeout_s:g} s" if timed_out else "stopped"
+    raise Incomplete(_missing(why, video_id, collector.assembly(video_id)))
+
+
+def _run(args: argparse.Namespace) -> int:
+    kafka, s3 = build(KafkaSettings), build(S3Settings)
+    video_id = require_video_id(args.video_id) if args.video_id is not None else video_id_for(args.video)
+    _make_dir(args.out.parent)
+    request = SplitRequest(args.video, video_id, args.every, args.max_frames)
+    outcome = asyncio.run(run_video(request, args.out, kafka, s3, args.timeout, on_stderr))
+    _say(outcome.summary())
+    _say(f"wrote {args.out}")
+    if not outcome.complete:
+        raise Incomplete(_missing(f"timed out after {args.timeout:g} s", video_id, outcome.assembly))
+    return EXIT_OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    _make_dir(args.out.parent)
+    summary = render_video(args.video, args.result_json, args.out)
+    _say(f"wrote {args.out}: {summary.frames} frames, {summary.annotated} with results drawn")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "split": _split,
+    "collect": _collect,
+    "run": _run,
+    "render": _render,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # FFmpeg prints its own complaints about a bad file; the runner's one error line says it.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    try:
+        log = build(LogSettings)
+        configure_logging(log.format, log.level)
+        # aiokafka logs every failed connection; the runner reports Kafka failures itself, once.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        sys.stderr.write(f"runner: {exc}\n")
+        return EXIT_SETTING
+    except RunnerError as exc:
+        sys.stderr.write(f"runner: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Reading FrameResults from the results topic: the collector group, and one video's stream.
+
+`Collector` is a member of a consumer group (`runner collect`): it buffers every video it
+sees, writes `<out_dir>/<video_id>.json` once a video is complete, and commits offsets no
+further than the first result of any video still buffered (`assembler.commit_offsets`), so a
+collector that is killed and restarted rebuilds its buffers from Kafka and loses nothing.
+Results of a video are keyed by its id (DESIGN.md 3.1), so each video lives on one partition.
+
+`VideoResults` reads one video's results without a consumer group (nothing committed,
+nothing shared with other readers): `runner run` and `ordered_results` use it.
+
+Both read with isolation_level=read_committed, so results of an aborted worker
+transaction are never assembled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from inference.config import KafkaSettings
+from inference.logs import log_event
+from inference.messages import FrameResult
+from inference.storage import backoff_s
+from runner.assembler import Assembly, commit_offsets, write_document
+from runner.errors import InfrastructureError
+from runner.ids import is_video_id
+
+logger = logging.getLogger(__name__)
+POLL_TIMEOUT_MS = 200
+COMMIT_INTERVAL_S = 1.0
+# Videos written by this process are remembered so that a late duplicate of one of them
+# does not open a buffer that can never complete (and would hold back the commit point).
+REMEMBERED_DONE_VIDEOS = 10_000
+
+
+def decode_result(record: Any) -> FrameResult | None:
+    """The FrameResult in a record, or None (logged) when it is unreadable or its video id is unsafe."""
+    where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    try:
+        result = FrameResult.from_json(record.value)
+    except (ValueError, TypeError) as exc:
+        log_event(logger, logging.WARNING, "result_skipped", error=str(exc)[:300], **where)
+        return None
+    # The id becomes a file name: anything outside the contract's pattern could leave out_dir.
+    if not is_video_id(result.video_id):
+        log_event(logger, logging.WARNING, "result_skipped", error="invalid video_id", **where)
+        return None
+    return result
+
+
+def _consumer(kafka: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **kafka.client_options(),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+
+
+async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings) -> None:
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
+
+
+@dataclass
+class _Buffered:
+    assembly: Assembly
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, collector: Collector) -> None:
+        self._collector = collector
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._collector.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log_event(logger, logging.INFO, "partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+class Collector:
+    """A collector group member; `run()` returns after `stop()`, with the commit point committed.
+
+    Commit cycle, after every poll:
+    1. write the document of every video that became complete, and drop its buffer;
+    2. compute the commit point from the videos still buffered (`commit_offsets`);
+    3. commit it when it moved and COMMIT_INTERVAL_S has passed (always on stop and on revoke).
+    A crash between 1 and 3 re-reads those results and writes the same documents again.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        out_dir: Path,
+        group_id: str,
+        on_written: Callable[[Path, Assembly], None] | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self._out_dir = out_dir
+        self._group_id = group_id
+        self._on_written = on_written
+        self._stopping = asyncio.Event()
+        self._buffers: dict[str, _Buffered] = {}
+        self._done: dict[str, None] = {}
+        self._consumed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def assembly(self, video_id: str) -> Assembly | None:
+        """The buffer of a video not yet complete, if any of its results were seen."""
+        buffered = self._buffers.get(video_id)
+        return buffered.assembly if buffered else None
+
+    async def run(self) -> None:
+        consumer = self._consumer = _consumer(self._kafka, self._group_id)
+        consumer.subscribe([self._kafka.results_topic], listener=_Rebalance(self))
+        await _start(consumer, self._kafka)
+        log_event(logger, logging.INFO, "collector_started", group=self._group_id, topic=self._kafka.results_topic)
+        try:
+            await self._poll_until_stopped(consumer)
+            await self._commit(force=True)
+        finally:
+            await consumer.stop()
+
+    async def _poll_until_stopped(self, consumer: AIOKafkaConsumer) -> None:
+        """Three outcomes per poll: records are buffered, a Kafka error is logged and backed off, or we stop."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            except KafkaError as exc:
+                failures += 1
+                log_event(logger, logging.WARNING, "poll_failed", error=repr(exc), attempt=failures)
+                await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=5.0))
+                continue
+            failures = 0
+            for tp, records in batch.items():
+                self._take(tp, records)
+            self._write_complete()
+            await self._commit(force=False)
+
+    def _take(self, tp: TopicPartition, records: list[Any]) -> None:
+        for record in records:
+            result = decode_result(record)
+            if result is None or result.video_id in self._done:
+                continue
+            buffered = self._buffers.get(result.video_id)
+            if buffered is None:
+                buffered = self._buffers[result.video_id] = _Buffered(Assembly(result.video_id))
+                log_event(logger, logging.INFO, "video_seen", video_id=result.video_id,
+                          total_frames=result.total_frames, partition=tp.partition, offset=record.offset)  # fmt: skip
+            buffered.first_offsets.setdefault(tp, record.offset)
+            buffered.assembly.add(result)
+        if records:
+            self._consumed[tp] = records[-1].offset + 1
+
+    def _write_complete(self) -> None:
+        complete = [b.assembly for b in self._buffers.values() if b.assembly.complete]
+        for assembly in complete:
+            path = self._out_dir / f"{assembly.video_id}.json"
+            write_document(path, assembly.document())
+            del self._buffers[assembly.video_id]
+            self._remember_done(assembly.video_id)
+            log_event(logger, logging.INFO, "video_written", video_id=assembly.video_id, path=str(path),
+                      frames=assembly.received, errors=assembly.error_count,
+                      duplicates=assembly.duplicate_count)  # fmt: skip
+            if self._on_written is not None:
+                self._on_written(path, assembly)
+
+    def _remember_done(self, video_id: str) -> None:
+        self._done[video_id] = None
+        if len(self._done) > REMEMBERED_DONE_VIDEOS:
+            del self._done[next(iter(self._done))]
+
+    async def _commit(self, force: bool) -> None:
+        points = commit_offsets(self._consumed, (b.first_offsets for b in self._buffers.values()))
+        moved = {tp: offset for tp, offset in points.items() if self._committed.get(tp) != offset}
+        due = force or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S
+        if not moved or not due or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(moved)
+        except KafkaError as exc:
+            # Not committing is safe: a restart re-reads a little more.
+            log_event(logger, logging.WARNING, "commit_failed", error=repr(exc))
+            return
+        self._committed.update(moved)
+        self._last_commit = time.monotonic()
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit, then forget what the revoked partitions fed: their next owner rebuilds it from the commit point."""
+        await self._commit(force=True)
+        for video_id, buffered in list(self._buffers.items()):
+            if revoked & buffered.first_offsets.keys():
+                del self._buffers[video_id]
+        for tp in revoked:
+            self._consumed.pop(tp, None)
+            self._committed.pop(tp, None)
+
+
+class VideoResults:
+    """One video's results, read without a consumer group; use as an async context manager.
+
+    With `from_end=True` reading starts at the end of the results topic as it is when the
+    context is entered, so enter it before producing the video's tasks: results left from an
+    earlier run of the same video id are then never mixed in. Otherwise it reads from the start.
+    """
+
+    def __init__(self, kafka: KafkaSettings, video_id: str, *, from_end: bool = False) -> None:
+        self._kafka = kafka
+        self._key = video_id.encode()
+        self._from_end = from_end
+        self._consumer = _consumer(kafka, group_id=None)
+        self._failures = 0
+        self.assembly = Assembly(video_id)
+
+    async def __aenter__(self) -> VideoResults:
+        await _start(self._consumer, self._kafka)
+        try:
+            await self._position()
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._consumer.stop()
+
+    async def _position(self) -> None:
+        topic = self._kafka.results_topic
+        try:
+            await self._consumer.topics()
+            partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                raise InfrastructureError(f"Kafka topic {topic!r} does not exist at {self._kafka.bootstrap_servers}")
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            self._consumer.assign(tps)
+            if not self._from_end:
+                await self._consumer.seek_to_beginning(*tps)
+                return
+            # Resolved now, not lazily at the first fetch, which may come after results already arrived.
+            for tp, offset in (await self._consumer.end_offsets(tps)).items():
+                self._consumer.seek(tp, offset)
+        except KafkaError as exc:
+            raise InfrastructureError(f"cannot read {topic!r} at {self._kafka.bootstrap_servers}: {exc}") from None
+
+    async def poll(self) -> list[FrameResult]:
+        """Wait up to POLL_TIMEOUT_MS for results; add this video's to `assembly` and return the new ones."""
+        try:
+            batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+        except KafkaError as exc:
+            self._failures += 1
+            log_event(logger, logging.WARNING, "poll_failed", error=repr(exc), attempt=self._failures)
+            await asyncio.sleep(backoff_s(self._failures, base_s=0.5, cap_s=5.0))
+            return []
+        self._failures = 0
+        accepted = []
+        for records in batch.values():
+            for record in records:
+                # Keyed by video id: other videos' results are skipped without decoding them.
+                if record.key is not None and record.key != self._key:
+                    continue
+                result = decode_result(record)
+                if result is not None and result.video_id == self.assembly.video_id and self.assembly.add(result):
+                    accepted.append(result)
+        return accepted
+
+    async def wait_complete(self, on_progress: Callable[[Assembly], None] | None = None) -> Assembly:
+        """Poll until every frame is in; bound it with asyncio.timeout()."""
+        while not self.assembly.complete:
+            if await self.poll() and on_progress is not None:
+                on_progress(self.assembly)
+        return self.assembly
+
+    async def ordered(self) -> AsyncIterator[FrameResult]:
+        """The video's results in frame order, each as soon as every earlier frame is in; ends after the last."""
+        while not self.assembly.streamed_all:
+            for result in self.assembly.take_in_order():
+                yield result
+            if not self.assembly.streamed_all:
+                await self.poll()
+
+
+async def ordered_results(kafka: KafkaSettings, video_id: str) -> AsyncIterator[FrameResult]:
+    """One video's results in frame order as they become available, read from the start of the topic.
+
+    For a stream that must not see an earlier run's results, enter `VideoResults(..., from_end=True)`
+    before producing the tasks and iterate its `ordered()`.
+    """
+    async with VideoResults(kafka, video_id) as results:
+        async for result in results.ordered():
+            yield result

@@ -1,0 +1,74 @@
+"""`runner run`: split one video, wait for all its results, write the assembled document.
+
+Results are read without a consumer group (`VideoResults`), from the end of the results
+topic as it was before the tasks were produced: a run never waits on a group join, leaves
+no group behind, never reads the topic's history, and never mixes in the results of an
+earlier run of the same video id. The timeout bounds the wait for results, not the upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.config import KafkaSettings, S3Settings
+from runner.assembler import Assembly, write_document
+from runner.collector import VideoResults
+from runner.progress import ProgressFactory, silent
+from runner.splitter import SplitRequest, execute_split, plan_split
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    assembly: Assembly
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return self.assembly.complete
+
+    def summary(self) -> str:
+        """Frames, detections per class, errors, wall time and throughput, for people."""
+        assembly = self.assembly
+        per_class = Counter(d.class_name for r in assembly.results() for d in r.detections)
+        detections = ", ".join(f"{name} {count}" for name, count in sorted(per_class.items())) or "none"
+        rate = assembly.received / self.seconds if self.seconds > 0 else 0.0
+        return "\n".join(
+            [
+                f"video      {assembly.video_id}",
+                f"frames     {assembly.received}/{assembly.total_frames}",
+                f"detections {sum(per_class.values())} ({detections})",
+                f"errors     {assembly.error_count}",
+                f"duplicates {assembly.duplicate_count}",
+                f"wall time  {self.seconds:.1f} s ({rate:.2f} frames/s)",
+            ]
+        )
+
+
+async def run_video(
+    request: SplitRequest,
+    out: Path,
+    kafka: KafkaSettings,
+    s3: S3Settings,
+    timeout_s: float | None = None,
+    progress: ProgressFactory = silent,
+) -> RunOutcome:
+    """Split, wait up to `timeout_s` for every result, write the document (complete or not) to `out`."""
+    started = time.perf_counter()
+    plan = await plan_split(request, progress)
+    async with VideoResults(kafka, request.video_id, from_end=True) as results:
+        await execute_split(plan, kafka, s3, progress)
+        results.assembly.expect_total(plan.total_frames)
+        bar = progress("detecting", plan.total_frames)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await results.wait_complete(lambda assembly: bar.update(assembly.received))
+        finally:
+            bar.close()
+    write_document(out, results.assembly.document())
+    return RunOutcome(results.assembly, time.perf_counter() - started)
