@@ -1,63 +1,111 @@
-"""Commit stage: the checkpoint that turns finished frames into committed offsets.
+"""Commit stage: the checkpoint that makes answered frames durable, in one of two delivery modes.
 
-A frame counts as finished only after its result (or DLQ record) was acknowledged by
-the broker, so committing the contiguous finished prefix never skips an unanswered
-task: a crash re-delivers, it never loses.
+`at_least_once`: each answer is produced at once (idempotent producer, acks=all); a frame
+counts as finished when the broker has acknowledged it, and the contiguous finished prefix
+is committed through the consumer group. A crash re-delivers, it never loses.
+
+`exactly_once`: answers wait in the offset tracker; each cycle publishes the contiguous
+finished prefix of a partition together with its offsets in one Kafka transaction.
+aiokafka speaks only the pre-KIP-447 protocol, so fencing a zombie needs one
+transactional id per input partition: a producer per assigned partition, started on
+assignment (its InitProducerId aborts whatever a previous owner left open) before the
+consumer fetches the committed offset.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
 import time
+from abc import ABC, abstractmethod
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 
+from inference.config import KafkaSettings
 from inference.logs import log_event
+from inference.metrics import Metrics
 from inference.offsets import PartitionOffsets
+from inference.publish import Outgoing, Publisher, producer_options
+from inference.storage import backoff_s
 
 logger = logging.getLogger(__name__)
 
 
-class Checkpoint:
+class Checkpoint(ABC):
     """Per-partition offset trackers of the current assignment and the commit cycle over them."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, interval_s: float = 1.0) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, metrics: Metrics, interval_s: float) -> None:
         self._consumer = consumer
+        self._metrics = metrics
         self._interval_s = interval_s
         self._last_commit = time.monotonic()
-        self.partitions: dict[TopicPartition, PartitionOffsets[None]] = {}
-        self.commits = 0
+        self.partitions: dict[TopicPartition, PartitionOffsets[Outgoing]] = {}
 
-    def assign(self, partitions: set[TopicPartition]) -> None:
+    async def assign(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.partitions[tp] = PartitionOffsets()
 
-    def forget(self, partitions: set[TopicPartition]) -> None:
+    async def forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.partitions.pop(tp, None)
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the producers; the last commit happened before."""
 
     def due(self) -> bool:
         return time.monotonic() - self._last_commit >= self._interval_s
 
-    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Commit what is contiguous and finished.
+    @abstractmethod
+    async def deliver(
+        self, offsets: PartitionOffsets[Outgoing], offset: int, record: Outgoing, describe: dict[str, object]
+    ) -> None:
+        """Hand over the answer to the task at `offset`; afterwards the offset counts as finished."""
 
-        Steps:
-        1. for every tracked partition (or those in `only`), find the commit point: the first
-           offset whose result is not yet acknowledged;
-        2. commit those points to the group coordinator in one request;
-        3. only when that succeeded, forget the offsets below them.
-        A failed commit (rebalance in progress, coordinator moving) leaves the trackers as
-        they were: the next cycle or the next owner of the partition re-commits or
-        re-delivers.
-        """
+    @abstractmethod
+    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Make the contiguous finished prefix of each partition durable; return what was committed."""
+
+    def _ready(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
         self._last_commit = time.monotonic()
-        points = {
+        return {
             tp: point
             for tp, offsets in self.partitions.items()
             if (only is None or tp in only) and (point := offsets.ready()) is not None
         }
+
+
+class AtLeastOnceCheckpoint(Checkpoint):
+    def __init__(
+        self, consumer: AIOKafkaConsumer, metrics: Metrics, publisher: Publisher, interval_s: float = 1.0
+    ) -> None:
+        super().__init__(consumer, metrics, interval_s)
+        self._publisher = publisher
+
+    async def close(self) -> None:
+        await self._publisher.stop()
+
+    async def deliver(
+        self, offsets: PartitionOffsets[Outgoing], offset: int, record: Outgoing, describe: dict[str, object]
+    ) -> None:
+        await self._publisher.send(record, describe)
+        # Only now, with the broker's ack in hand, may the commit point pass this offset.
+        offsets.finish(offset)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Steps:
+        1. for every tracked partition (or those in `only`), the commit point: the first offset
+           whose answer is not yet acknowledged;
+        2. commit those points to the group coordinator in one request;
+        3. only when that succeeded, forget the offsets below them.
+        A failed commit (rebalance in progress, coordinator moving) leaves the trackers as they
+        were: the next cycle re-commits, or the next owner re-delivers.
+        """
+        points = self._ready(only)
         if not points:
             return {}
         try:
@@ -67,8 +115,109 @@ class Checkpoint:
             return {}
         for tp, point in points.items():
             self.partitions[tp].take(point)
-        self.commits += 1
         return points
+
+
+class TransactionalCheckpoint(Checkpoint):
+    def __init__(
+        self, consumer: AIOKafkaConsumer, metrics: Metrics, settings: KafkaSettings, interval_s: float = 0.5
+    ) -> None:
+        super().__init__(consumer, metrics, interval_s)
+        self._settings = settings
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._fenced: set[TopicPartition] = set()
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self._settings.group_id}-{tp.topic}-{tp.partition}"
+
+    async def assign(self, partitions: set[TopicPartition]) -> None:
+        await super().assign(partitions)
+        # Before the consumer fetches the committed offset: starting fences the previous owner.
+        await asyncio.gather(*(self._start_producer(tp, attempts=None) for tp in partitions))
+
+    async def forget(self, partitions: set[TopicPartition]) -> None:
+        await super().forget(partitions)
+        await asyncio.gather(*(self._stop_producer(tp) for tp in partitions))
+        self._fenced -= partitions
+
+    async def close(self) -> None:
+        await self.forget(set(self._producers))
+
+    async def deliver(
+        self, offsets: PartitionOffsets[Outgoing], offset: int, record: Outgoing, describe: dict[str, object]
+    ) -> None:
+        offsets.finish(offset, record)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        points = {tp: p for tp, p in self._ready(only).items() if tp not in self._fenced}
+        done = await asyncio.gather(*(self._commit_partition(tp, point) for tp, point in points.items()))
+        return {tp: point for (tp, point), ok in zip(points.items(), done, strict=True) if ok}
+
+    async def _commit_partition(self, tp: TopicPartition, point: int) -> bool:
+        """Steps, for one partition:
+        1. begin a transaction on the partition's own producer;
+        2. produce the answers below the commit point, in offset order;
+        3. add the commit point to the transaction (send_offsets_to_transaction);
+        4. commit the transaction: answers and offset become visible together, or neither;
+        5. only then forget the offsets below the point.
+        A failed transaction keeps the answers; the producer is restarted (which aborts the
+        open transaction) and the next cycle tries again. A fenced producer means another
+        member owns the partition now: nothing more is committed for it until it is revoked.
+        """
+        producer = self._producers.get(tp) or await self._start_producer(tp, attempts=1)
+        if producer is None:
+            return False
+        offsets = self.partitions[tp]
+        try:
+            await producer.begin_transaction()
+            for record in offsets.peek(point):
+                await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+            await producer.send_offsets_to_transaction({tp: point}, self._settings.group_id)
+            await producer.commit_transaction()
+        except ProducerFenced:
+            self._fenced.add(tp)
+            self._metrics.transactions.labels(outcome="aborted").inc()
+            log_event(logger, logging.WARNING, "producer_fenced", topic=tp.topic, partition=tp.partition)
+            return False
+        except KafkaError as exc:
+            self._metrics.transactions.labels(outcome="aborted").inc()
+            log_event(logger, logging.WARNING, "transaction_failed", error=repr(exc), topic=tp.topic,
+                      partition=tp.partition, offset=point)  # fmt: skip
+            await self._stop_producer(tp)
+            return False
+        offsets.take(point)
+        self._metrics.transactions.labels(outcome="committed").inc()
+        return True
+
+    async def _start_producer(self, tp: TopicPartition, attempts: int | None) -> AIOKafkaProducer | None:
+        """Start (and so fence any previous owner of) the partition's transactional producer.
+
+        attempts=None retries until the broker answers: consuming a partition whose previous
+        owner is not fenced could publish a frame twice.
+        """
+        options: dict[str, Any] = {**producer_options(self._settings), "transactional_id": self.transactional_id(tp)}
+        for attempt in itertools.count(1):
+            if attempts is not None and attempt > attempts:
+                break
+            producer = AIOKafkaProducer(**options)
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                with contextlib.suppress(KafkaError):
+                    await producer.stop()
+                log_event(logger, logging.WARNING, "producer_start_failed", error=repr(exc), topic=tp.topic,
+                          partition=tp.partition, attempt=attempt)  # fmt: skip
+                await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
+                continue
+            self._producers[tp] = producer
+            return producer
+        return None
+
+    async def _stop_producer(self, tp: TopicPartition) -> None:
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
 
 
 def _names(points: dict[TopicPartition, int]) -> list[str]:

@@ -7,6 +7,7 @@ fails start-up with one line naming the variable (`load_settings`).
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -18,6 +19,11 @@ _COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names the environment variable."""
+
+
+class Delivery(StrEnum):
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
 
 
 class KafkaSettings(BaseSettings):
@@ -32,6 +38,7 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: SecretStr | None = None
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by every aiokafka client of the project."""

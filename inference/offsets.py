@@ -70,6 +70,10 @@ class PartitionOffsets(Generic[P]):
         unfinished = [o for o, done in self._pending.items() if not done]
         return min(unfinished) if unfinished else self._next_to_consume
 
+    def peek(self, point: int) -> list[P]:
+        """The payloads below `point` in offset order, kept until `take`."""
+        return [self._payloads[o] for o in sorted(self._payloads) if o < point]
+
     def take(self, point: int) -> list[P]:
         """Forget everything below `point` (now committed) and return its payloads in offset order."""
         if self._committed is not None and point < self._committed:

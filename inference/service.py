@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from inference.commit import Checkpoint
-from inference.config import Settings
+from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
+from inference.config import Delivery, Settings
 from inference.detector import DetectorConfig, DetectOutput, checkpoint_imgsz, resolve_device
 from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
 from inference.logs import log_event
@@ -93,7 +93,6 @@ class Worker:
         self.counts: dict[str, int] = defaultdict(int)
         self._consumer: AIOKafkaConsumer | None = None
         self._checkpoint: Checkpoint | None = None
-        self._publisher: Publisher | None = None
         self._store: FrameStore | None = None
         self._pool: DetectorPool | None = None
         self.metrics = Metrics()
@@ -132,11 +131,9 @@ class Worker:
             self._store = await stack.enter_async_context(
                 FrameStore(settings.s3, settings.worker.max_frame_bytes, concurrency=max(8, self._limit))
             )
-            self._publisher = Publisher(settings.kafka)
-            await self._publisher.start()
-            stack.push_async_callback(self._publisher.stop)
             self._consumer = self._new_consumer()
-            self._checkpoint = Checkpoint(self._consumer)
+            self._checkpoint = await self._new_checkpoint(self._consumer)
+            stack.push_async_callback(self._checkpoint.close)
             self._consumer.subscribe([settings.kafka.tasks_topic], listener=_Rebalance(self))
             await self._consumer.start()
             stack.push_async_callback(self._consumer.stop)
@@ -162,6 +159,14 @@ class Worker:
         if self._stopping.is_set():
             return Probe(False, "draining")
         return Probe(True, "serving")
+
+    async def _new_checkpoint(self, consumer: AIOKafkaConsumer) -> Checkpoint:
+        kafka = self._settings.kafka
+        if kafka.delivery is Delivery.EXACTLY_ONCE:
+            return TransactionalCheckpoint(consumer, self.metrics, kafka)
+        publisher = Publisher(kafka)
+        await publisher.start()
+        return AtLeastOnceCheckpoint(consumer, self.metrics, publisher)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         kafka = self._settings.kafka
@@ -234,7 +239,7 @@ class Worker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer, checkpoint = self._require_consumer()
-        checkpoint.assign(assigned)
+        await checkpoint.assign(assigned)
         self._joined = True
         # aiokafka forgets pause state across a rebalance: re-apply it to the new assignment.
         if self._paused:
@@ -245,7 +250,7 @@ class Worker:
         _, checkpoint = self._require_consumer()
         await self._drain(revoked)
         await checkpoint.commit(only=revoked)
-        checkpoint.forget(revoked)
+        await checkpoint.forget(revoked)
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
@@ -264,16 +269,14 @@ class Worker:
             log_event(logger, logging.WARNING, "frames_abandoned", count=len(pending), partitions=_names(partitions))
 
     async def _handle(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], offsets: PartitionOffsets[None]
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], offsets: PartitionOffsets[Outgoing]
     ) -> None:
         describe: dict[str, object] = {"topic": tp.topic, "partition": tp.partition, "offset": record.offset}
+        _, checkpoint = self._require_consumer()
         started = time.perf_counter()
         outgoing = await self._answer(record, describe)
-        assert self._publisher is not None
         answered = time.perf_counter()
-        await self._publisher.send(outgoing, describe)
-        # Only now, with the broker's ack in hand, may the commit point pass this offset.
-        offsets.finish(record.offset)
+        await checkpoint.deliver(offsets, record.offset, outgoing, describe)
         done = time.perf_counter()
         self.metrics.observe("publish", done - answered)
         self.metrics.observe("end_to_end", done - started)

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from inference.config import KafkaSettings
 from inference.logs import log_event
@@ -59,8 +59,9 @@ def decode_result(record: Any) -> FrameResult | None:
     return result
 
 
-def _consumer(kafka: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
+def _consumer(kafka: KafkaSettings, group_id: str | None, *topics: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
+        *topics,
         **kafka.client_options(),
         group_id=group_id,
         enable_auto_commit=False,
@@ -72,6 +73,11 @@ def _consumer(kafka: KafkaSettings, group_id: str | None) -> AIOKafkaConsumer:
 async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings) -> None:
     try:
         await consumer.start()
+    except UnknownTopicOrPartitionError:
+        await consumer.stop()
+        raise InfrastructureError(
+            f"Kafka topic {kafka.results_topic!r} does not exist at {kafka.bootstrap_servers}"
+        ) from None
     except KafkaError as exc:
         await consumer.stop()
         raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
@@ -230,17 +236,19 @@ class VideoResults:
         self._kafka = kafka
         self._key = video_id.encode()
         self._from_end = from_end
-        self._consumer = _consumer(kafka, group_id=None)
+        # Subscribed without a group, the consumer is assigned every partition of the topic.
+        self._consumer = _consumer(kafka, None, kafka.results_topic)
         self._failures = 0
         self.assembly = Assembly(video_id)
 
     async def __aenter__(self) -> VideoResults:
         await _start(self._consumer, self._kafka)
-        try:
-            await self._position()
-        except BaseException:
-            await self._consumer.stop()
-            raise
+        if self._from_end:
+            try:
+                await self._seek_to_end()
+            except BaseException:
+                await self._consumer.stop()
+                raise
         return self
 
     async def __aexit__(
@@ -248,23 +256,15 @@ class VideoResults:
     ) -> None:
         await self._consumer.stop()
 
-    async def _position(self) -> None:
-        topic = self._kafka.results_topic
+    async def _seek_to_end(self) -> None:
+        # Resolved now, not lazily at the first fetch, which may come after results already arrived.
+        partitions = list(self._consumer.assignment())
         try:
-            await self._consumer.topics()
-            partitions = self._consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise InfrastructureError(f"Kafka topic {topic!r} does not exist at {self._kafka.bootstrap_servers}")
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            self._consumer.assign(tps)
-            if not self._from_end:
-                await self._consumer.seek_to_beginning(*tps)
-                return
-            # Resolved now, not lazily at the first fetch, which may come after results already arrived.
-            for tp, offset in (await self._consumer.end_offsets(tps)).items():
-                self._consumer.seek(tp, offset)
+            ends = await self._consumer.end_offsets(partitions)
         except KafkaError as exc:
-            raise InfrastructureError(f"cannot read {topic!r} at {self._kafka.bootstrap_servers}: {exc}") from None
+            raise InfrastructureError(f"cannot reach Kafka at {self._kafka.bootstrap_servers}: {exc}") from None
+        for tp, offset in ends.items():
+            self._consumer.seek(tp, offset)
 
     async def poll(self) -> list[FrameResult]:
         """Wait up to POLL_TIMEOUT_MS for results; add this video's to `assembly` and return the new ones."""

@@ -19,7 +19,7 @@ from inference.config import KafkaSettings, S3Settings
 from runner.assembler import Assembly, write_document
 from runner.collector import VideoResults
 from runner.progress import ProgressFactory, silent
-from runner.splitter import SplitRequest, execute_split, plan_split
+from runner.splitter import SplitRequest, check_request, execute_split
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,11 @@ async def run_video(
 ) -> RunOutcome:
     """Split, wait up to `timeout_s` for every result, write the document (complete or not) to `out`."""
     started = time.perf_counter()
-    plan = await plan_split(request, progress)
+    check_request(request)
     async with VideoResults(kafka, request.video_id, from_end=True) as results:
-        await execute_split(plan, kafka, s3, progress)
-        results.assembly.expect_total(plan.total_frames)
-        bar = progress("detecting", plan.total_frames)
+        split = await execute_split(request, kafka, s3, progress)
+        results.assembly.expect_total(split.total_frames)
+        bar = progress("detecting", split.total_frames)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):

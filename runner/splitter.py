@@ -1,16 +1,20 @@
 """Split stage: a video file -> sampled JPEG frames in S3 -> one FrameTask per frame on the tasks topic.
 
 Steps (`split_video`):
-1. `plan_split`: validate the request, then decode the file once, keeping no pixels, to count
-   the sampled frames. Every task carries total_frames and the container's frame count is only
-   an estimate (variable frame rate, damaged tails), so the count has to come first.
-2. `execute_split`: connect to S3 and Kafka and check that the bucket and the topic exist, before
-   anything is uploaded; decode again, JPEG-encode and upload with at most UPLOAD_CONCURRENCY
-   uploads in flight; then produce every task in one Kafka transaction.
+1. `check_request`: the video id, the sampling options, and that the file opens as a video;
+   cheap, so bad input fails (exit 2) before anything connects.
+2. `execute_split`: connect to S3 and Kafka and check that the bucket and the topic exist
+   (before the long work, so a wrong setting fails fast); decode the file once, keeping no
+   pixels, to count the sampled frames (every task carries total_frames, and the container's
+   frame count is only an estimate: variable frame rate, damaged tails); decode again,
+   JPEG-encode and upload with at most UPLOAD_CONCURRENCY uploads in flight; then produce
+   every task in one Kafka transaction.
 
-Memory: at most UPLOAD_CONCURRENCY + 1 encoded frames are held at a time. Keeping every JPEG to
-avoid the second decode would hold the whole video (~50-100 KB per 640x360 frame: gigabytes for
-an hour of video); decoding twice costs CPU time only, and decoding is cheaper than encoding.
+Memory: at most UPLOAD_CONCURRENCY + 1 encoded frames are held at a time. Keeping every JPEG
+to skip the counting pass would hold the whole video (37 KB per 640x360 demo frame, more for
+camera footage: gigabytes for an hour of video). The counting pass only grabs (no colour
+conversion, no encoding): measured at 640x360, 0.27 ms per frame against 0.83 ms to retrieve
+and encode, so it adds about a third to the CPU time of a split and nothing to its memory.
 
 Nothing is half-announced: tasks are produced only after every upload succeeded, inside one
 transaction, so read_committed consumers (the workers) see all of a video's tasks or none, even
@@ -58,12 +62,6 @@ class SplitRequest:
 
 
 @dataclass(frozen=True)
-class SplitPlan:
-    request: SplitRequest
-    total_frames: int
-
-
-@dataclass(frozen=True)
 class SplitSummary:
     video_id: str
     total_frames: int
@@ -74,21 +72,19 @@ class SplitSummary:
 async def split_video(
     request: SplitRequest, kafka: KafkaSettings, s3: S3Settings, progress: ProgressFactory = silent
 ) -> SplitSummary:
-    plan = await plan_split(request, progress)
-    return await execute_split(plan, kafka, s3, progress)
+    check_request(request)
+    return await execute_split(request, kafka, s3, progress)
 
 
-async def plan_split(request: SplitRequest, progress: ProgressFactory = silent) -> SplitPlan:
-    """Validate the request and count its sampled frames; InputError when the video cannot be used."""
+def check_request(request: SplitRequest) -> None:
+    """InputError unless the video id and options are valid and the file opens as a video."""
     require_video_id(request.video_id)
     if request.every < 1:
         raise InputError(f"--every must be at least 1, not {request.every}")
     if request.max_frames is not None and request.max_frames < 1:
         raise InputError(f"--max-frames must be at least 1, not {request.max_frames}")
-    total = await asyncio.to_thread(_count_sampled, request, progress)
-    if total == 0:
-        raise InputError(f"{request.video} has no decodable frames")
-    return SplitPlan(request, total)
+    with open_video(request.video):
+        pass
 
 
 def _count_sampled(request: SplitRequest, progress: ProgressFactory) -> int:
@@ -102,20 +98,23 @@ def _count_sampled(request: SplitRequest, progress: ProgressFactory) -> int:
             count += 1
             bar.update(count)
         bar.close()
+    if count == 0:
+        raise InputError(f"{request.video} has no decodable frames")
     return count
 
 
 async def execute_split(
-    plan: SplitPlan, kafka: KafkaSettings, s3: S3Settings, progress: ProgressFactory = silent
+    request: SplitRequest, kafka: KafkaSettings, s3: S3Settings, progress: ProgressFactory = silent
 ) -> SplitSummary:
     """Upload every sampled frame, then announce them all; returns only when everything is acknowledged."""
     started = time.perf_counter()
-    async with _s3_client(s3) as client, _producer(kafka, plan.request.video_id) as producer:
+    async with _s3_client(s3) as client, _producer(kafka, request.video_id) as producer:
         await _check_bucket(client, s3)
         await _check_topic(producer, kafka)
-        tasks, uploaded_bytes = await _upload_all(client, s3.frames_bucket, plan, progress)
+        total = await asyncio.to_thread(_count_sampled, request, progress)
+        tasks, uploaded_bytes = await _upload_all(client, s3.frames_bucket, request, total, progress)
         await _announce(producer, kafka.tasks_topic, tasks)
-    return SplitSummary(plan.request.video_id, plan.total_frames, uploaded_bytes, time.perf_counter() - started)
+    return SplitSummary(request.video_id, total, uploaded_bytes, time.perf_counter() - started)
 
 
 @contextlib.asynccontextmanager
@@ -173,12 +172,11 @@ async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None
 
 
 async def _upload_all(
-    client: Any, bucket: str, plan: SplitPlan, progress: ProgressFactory
+    client: Any, bucket: str, request: SplitRequest, total: int, progress: ProgressFactory
 ) -> tuple[list[FrameTask], int]:
     """Every sampled frame in S3, as the tasks that will announce them and the bytes uploaded."""
-    request = plan.request
-    frames = _encoded_frames(request, plan.total_frames)
-    bar = progress("uploading", plan.total_frames)
+    frames = _encoded_frames(request, total)
+    bar = progress("uploading", total)
     slots = asyncio.Semaphore(UPLOAD_CONCURRENCY)
     tasks: list[FrameTask] = []
     sizes: list[int] = []
@@ -189,7 +187,7 @@ async def _upload_all(
             async with asyncio.TaskGroup() as group:
                 while (frame := await loop.run_in_executor(encoder, next, frames, None)) is not None:
                     timestamp_ms, jpeg = frame
-                    task = _task(request.video_id, len(tasks), bucket, plan.total_frames, timestamp_ms)
+                    task = _task(request.video_id, len(tasks), bucket, total, timestamp_ms)
                     await slots.acquire()
                     group.create_task(_upload(client, task, jpeg, slots, bar.advance))
                     tasks.append(task)
@@ -199,10 +197,8 @@ async def _upload_all(
     finally:
         frames.close()
         bar.close()
-    if len(tasks) < plan.total_frames:
-        raise InputError(
-            f"{request.video} gave {plan.total_frames} frames on the first read, {len(tasks)} on the second"
-        )
+    if len(tasks) < total:
+        raise InputError(f"{request.video} gave {total} frames on a first read, {len(tasks)} on a second")
     return tasks, sum(sizes)
 
 
