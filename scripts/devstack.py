@@ -391,6 +391,35 @@ def down(state_dir: Path) -> None:
     _state_file(state_dir).unlink(missing_ok=True)
 
 
+def stop_server(state_dir: Path, server: str) -> None:
+    """Stop one server of a running stack (for fault-injection tests); its data stays."""
+    info = read_state(state_dir)
+    assert info is not None, "the stack is not running"
+    if server == "kafka":
+        _stop(info.kafka_pid, KAFKA_STOP_S)
+        wait_until(lambda: not port_open(info.kafka_port), 15.0, "Kafka's port to close")
+    else:
+        _stop(info.s3_pid, WEED_STOP_S)
+        wait_until(lambda: not port_open(info.s3_port), 15.0, "S3's port to close")
+
+
+def start_server(state_dir: Path, server: str) -> StackInfo:
+    """Start a stopped server again on the same port and data directory, and wait until it serves."""
+    info = read_state(state_dir)
+    assert info is not None, "the stack is not running"
+    if server == "kafka":
+        info = StackInfo(
+            info.state_dir, info.kafka_port, info.s3_port, start_kafka(state_dir, info.kafka_port), info.s3_pid
+        )
+    else:
+        info = StackInfo(
+            info.state_dir, info.kafka_port, info.s3_port, info.kafka_pid, start_s3(state_dir, info.s3_port)
+        )
+    _state_file(state_dir).write_text(json.dumps(asdict(info)))
+    wait_ready(info)
+    return info
+
+
 def status(state_dir: Path) -> str:
     info = read_state(state_dir)
     if info is None:

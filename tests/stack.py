@@ -26,6 +26,8 @@ class Endpoints:
     s3_secret_access_key: str
     s3_region: str
     origin: str
+    # Set only for local processes: fault tests stop and start servers through it.
+    state_dir: Path | None = None
 
     def env(self) -> dict[str, str]:
         return {
@@ -116,6 +118,7 @@ def _local_processes() -> Iterator[Endpoints]:
                 env["S3_SECRET_ACCESS_KEY"],
                 env["S3_REGION"],
                 "local processes",
+                state_dir,
             )
         finally:
             devstack.down(state_dir)

@@ -1,0 +1,228 @@
+"""Fault injection with real processes: every task is answered exactly once, whatever we kill.
+
+Each scenario streams 300+ frames over 3+ videos through workers in exactly-once mode and
+checks with a read_committed consumer that every task has one result and none is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from scripts import devstack
+from tests.stack import Endpoints
+from tests.support import (
+    Topics,
+    WorkerProcess,
+    consume,
+    produce,
+    result_values,
+    stage_video,
+    synthetic_jpeg,
+    task,
+    upload,
+    wait_for,
+)
+
+StartWorker = Callable[..., WorkerProcess]
+VIDEOS = {"fault-a": 110, "fault-b": 100, "fault-c": 90}
+TOTAL = sum(VIDEOS.values())
+EXACTLY_ONCE = {"KAFKA_DELIVERY": "exactly_once"}
+
+
+def stage(stack: Endpoints, topics: Topics) -> set[tuple[str, int]]:
+    async def go() -> None:
+        for seed, (video_id, n) in enumerate(VIDEOS.items()):
+            await stage_video(stack, topics, video_id, n, seed=seed)
+
+    asyncio.run(go())
+    return {(video_id, i) for video_id, n in VIDEOS.items() for i in range(n)}
+
+
+async def committed_total(stack: Endpoints, topics: Topics) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, group_id=topics.group)
+    await consumer.start()
+    try:
+        offsets = [await consumer.committed(TopicPartition(topics.tasks, p)) for p in range(6)]
+        return sum(o or 0 for o in offsets)
+    finally:
+        await consumer.stop()
+
+
+def answered(stack: Endpoints, topics: Topics) -> int:
+    records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=1.5))
+    return len({(v["video_id"], v["frame_id"]) for v in result_values(records)})
+
+
+def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: float = 300) -> list[dict[str, Any]]:
+    """All results, read once the group has committed every task (so no late duplicate can follow)."""
+    wait_for(lambda: asyncio.run(committed_total(stack, topics)) >= task_count, timeout_s, "every task committed")
+    records = asyncio.run(
+        consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=5, read_committed=True)
+    )
+    return result_values(records)
+
+
+def assert_exactly_once(values: list[dict[str, Any]], expected: set[tuple[str, int]]) -> None:
+    counts = collections.Counter((v["video_id"], v["frame_id"]) for v in values)
+    duplicated = {k: n for k, n in counts.items() if n > 1}
+    assert duplicated == {}
+    assert set(counts) == expected
+
+
+def wait_answered(stack: Endpoints, topics: Topics, at_least: int, worker: WorkerProcess | None = None) -> None:
+    alive = worker.proc if worker is not None else None
+    wait_for(lambda: answered(stack, topics) >= at_least, 240, f"{at_least} frames answered", alive=alive)
+
+
+def test_kill_9_five_times(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    expected = stage(stack, topics)
+    rng = random.Random(time.time_ns())
+    marks = sorted(rng.sample(range(20, TOTAL - 40), 5))
+    print(f"kill -9 after {marks} answered frames")  # noqa: T201 - the random schedule, for a rerun
+    worker = start_worker(**EXACTLY_ONCE)
+    worker.wait_started()
+    for mark in marks:
+        wait_answered(stack, topics, mark, worker)
+        worker.kill()
+        worker = start_worker(**EXACTLY_ONCE)
+        worker.wait_started()
+    assert_exactly_once(final_results(stack, topics, TOTAL), expected)
+
+
+def test_scale_1_to_3_to_1(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    expected = stage(stack, topics)
+    first = start_worker(**EXACTLY_ONCE)
+    first.wait_started()
+    wait_answered(stack, topics, 40, first)
+    extra = [start_worker(**EXACTLY_ONCE) for _ in range(2)]
+    for worker in extra:
+        worker.wait_started()
+    wait_answered(stack, topics, 150, first)
+    for worker in extra:
+        assert worker.terminate(timeout_s=90) == 0
+    values = final_results(stack, topics, TOTAL)
+    assert_exactly_once(values, expected)
+    assert len({v["worker"] for v in values}) >= 2
+    assert first.proc.poll() is None
+
+
+def local_stack(stack: Endpoints) -> Any:
+    if stack.state_dir is None:
+        pytest.skip(f"stopping servers needs the local-process stack, not {stack.origin}")
+    return stack.state_dir
+
+
+def hold_outage(worker: WorkerProcess, seconds: float) -> None:
+    """Keep the outage for `seconds`, checking all along that the worker rides it out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert worker.proc.poll() is None, "the worker died during the outage"
+        time.sleep(0.5)
+
+
+def test_kafka_broker_stopped_and_restarted(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    state_dir = local_stack(stack)
+    expected = stage(stack, topics)
+    worker = start_worker(**EXACTLY_ONCE)
+    worker.wait_started()
+    wait_answered(stack, topics, 60, worker)
+    devstack.stop_server(state_dir, "kafka")
+    try:
+        hold_outage(worker, 15)
+    finally:
+        devstack.start_server(state_dir, "kafka")
+    assert_exactly_once(final_results(stack, topics, TOTAL), expected)
+    assert worker.proc.poll() is None
+    assert sum(1 for line in worker.log_lines() if line.get("event") == "worker_started") == 1
+
+
+def test_s3_stopped_for_10_seconds(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    state_dir = local_stack(stack)
+    expected = stage(stack, topics)
+    worker = start_worker(**EXACTLY_ONCE)
+    worker.wait_started()
+    wait_answered(stack, topics, 60, worker)
+    devstack.stop_server(state_dir, "s3")
+    try:
+        hold_outage(worker, 10)
+    finally:
+        devstack.start_server(state_dir, "s3")
+    values = final_results(stack, topics, TOTAL)
+    assert_exactly_once(values, expected)
+    assert [v for v in values if v["status"] != "ok"] == []
+    assert any(line.get("event") == "s3_unavailable" for line in worker.log_lines())
+
+
+def hostile_tasks(stack: Endpoints) -> tuple[list[tuple[bytes | None, bytes | None]], dict[tuple[str, int], str], int]:
+    """Tasks of every hostile kind: (records, expected error code by frame, count of DLQ records)."""
+    bomb = bytearray(synthetic_jpeg(1, 64, 64))
+    sof = bomb.find(b"\xff\xc0")
+    bomb[sof + 5 : sof + 9] = (65000).to_bytes(2, "big") * 2
+    objects = {"hostile/bomb.jpg": bytes(bomb), "hostile/empty.jpg": b"", "hostile/text.jpg": b"<html>no</html>"}
+    asyncio.run(upload(stack, objects))
+    v = "hostile"
+    errors: dict[tuple[str, int], str] = {
+        (v, 0): "invalid_image",
+        (v, 1): "invalid_image",
+        (v, 2): "invalid_image",
+        (v, 3): "invalid_task",
+        (v, 4): "invalid_task",
+        (v, 5): "invalid_task",
+        (v, 6): "frame_not_found",
+        (v, 7): "invalid_task",
+    }
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (b"hostile", task(v, 0, "hostile/bomb.jpg")),
+        (b"hostile", task(v, 1, "hostile/empty.jpg")),
+        (b"hostile", task(v, 2, "hostile/text.jpg")),
+        (b"hostile", task(v, 3, "../../etc/shadow")),
+        (b"hostile", task(v, 4, "hostile/\x00\x07.jpg")),
+        (b"hostile", task(v, 5, "x" * 100_000)),
+        (b"hostile", task(v, 6, "hostile/never-uploaded.jpg")),
+        (b"hostile", task(v, 7, "hostile/bomb.jpg", total_frames=-5)),
+    ]
+    unreadable = [
+        b"\x00\x01\x02garbage",
+        b"[" * 50_000 + b"]" * 50_000,
+        orjson.dumps({"video_id": "a" * 10_000, "frame_id": 1, "s3_key": "k"}),
+        orjson.dumps({"video_id": "neg", "frame_id": -7, "s3_key": "k"}),
+        b'{"video_id": "huge", "frame_id": 99999999999999999999999, "s3_key": "k"}',
+        orjson.dumps({"frame_id": 3, "s3_key": "k"}),
+        orjson.dumps([1, 2, 3]),
+        b"",
+        b"null",
+    ]
+    records += [(b"junk", raw) for raw in unreadable]
+    return records, errors, len(unreadable)
+
+
+def test_ten_percent_hostile_input(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    records, errors, dlq_count = hostile_tasks(stack)
+    good = stage(stack, topics)
+    # Spread the hostile records over the stream: about 10% of all tasks, as many copies as needed.
+    copies = max(1, round(0.1 * TOTAL / len(records)))
+    for _ in range(copies):
+        asyncio.run(produce(stack.bootstrap_servers, topics.tasks, records))
+    worker = start_worker(**EXACTLY_ONCE)
+    worker.wait_started()
+    answerable = len(good) + copies * len(errors)
+    values = final_results(stack, topics, TOTAL + copies * len(records))
+    assert len(values) == answerable
+    oks = {(v["video_id"], v["frame_id"]) for v in values if v["status"] == "ok"}
+    assert oks == good
+    codes = collections.Counter(
+        ((v["video_id"], v["frame_id"]), v["error"]["code"]) for v in values if v["status"] != "ok"
+    )
+    assert codes == collections.Counter({(k, c): copies for k, c in errors.items()})
+    dlq = asyncio.run(consume(stack.bootstrap_servers, topics.dlq, lambda r: len(r) >= copies * dlq_count, 60))
+    assert len(dlq) == copies * dlq_count
+    assert worker.proc.poll() is None
