@@ -39,7 +39,7 @@ stack-status: install
 	scripts/dev-stack status
 
 demo: install
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 clean:
 	scripts/dev-stack down || true

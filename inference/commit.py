@@ -33,6 +33,7 @@ from inference.publish import Outgoing, Publisher, producer_options
 from inference.storage import backoff_s
 
 logger = logging.getLogger(__name__)
+COMMITTED_TIMEOUT_S = 10.0
 
 
 class Checkpoint(ABC):
@@ -126,6 +127,8 @@ class TransactionalCheckpoint(Checkpoint):
         self._settings = settings
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._fenced: set[TopicPartition] = set()
+        # Partitions whose last transaction failed without a clear outcome, with its commit point.
+        self._uncertain: dict[TopicPartition, int] = {}
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._settings.group_id}-{tp.topic}-{tp.partition}"
@@ -139,6 +142,8 @@ class TransactionalCheckpoint(Checkpoint):
         await super().forget(partitions)
         await asyncio.gather(*(self._stop_producer(tp) for tp in partitions))
         self._fenced -= partitions
+        for tp in partitions:
+            self._uncertain.pop(tp, None)
 
     async def close(self) -> None:
         await self.forget(set(self._producers))
@@ -149,7 +154,9 @@ class TransactionalCheckpoint(Checkpoint):
         offsets.finish(offset, record)
 
     async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        points = {tp: p for tp, p in self._ready(only).items() if tp not in self._fenced}
+        broken = [tp for tp in self.partitions if tp not in self._producers and tp not in self._fenced]
+        await asyncio.gather(*(self._recover(tp) for tp in broken if only is None or tp in only))
+        points = {tp: p for tp, p in self._ready(only).items() if tp in self._producers}
         done = await asyncio.gather(*(self._commit_partition(tp, point) for tp, point in points.items()))
         return {tp: point for (tp, point), ok in zip(points.items(), done, strict=True) if ok}
 
@@ -164,9 +171,7 @@ class TransactionalCheckpoint(Checkpoint):
         open transaction) and the next cycle tries again. A fenced producer means another
         member owns the partition now: nothing more is committed for it until it is revoked.
         """
-        producer = self._producers.get(tp) or await self._start_producer(tp, attempts=1)
-        if producer is None:
-            return False
+        producer = self._producers[tp]
         offsets = self.partitions[tp]
         try:
             await producer.begin_transaction()
@@ -183,11 +188,39 @@ class TransactionalCheckpoint(Checkpoint):
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "transaction_failed", error=repr(exc), topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
+            # The commit may have reached the broker before the error: settle that before any retry.
+            self._uncertain[tp] = point
             await self._stop_producer(tp)
             return False
         offsets.take(point)
         self._metrics.transactions.labels(outcome="committed").inc()
         return True
+
+    async def _recover(self, tp: TopicPartition) -> None:
+        """Restart a partition's producer after a failed transaction and settle its outcome.
+
+        Starting the producer again makes the broker finish the old transaction: a commit
+        that was already decided completes, anything else is aborted (and, while nobody does
+        this, the open transaction would hold back every read_committed reader). The group's
+        committed offset then tells which: at or past the failed commit point means it was
+        committed, and re-sending those answers would publish them twice.
+        """
+        if await self._start_producer(tp, attempts=1) is None:
+            return
+        point = self._uncertain.pop(tp, None)
+        if point is None:
+            return
+        try:
+            # aiokafka retries this until the coordinator answers: bound it so the loop keeps turning.
+            committed = await asyncio.wait_for(self._consumer.committed(tp), COMMITTED_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            self._uncertain[tp] = point
+            await self._stop_producer(tp)
+            return
+        if committed is not None and committed >= point:
+            self.partitions[tp].take(point)
+            log_event(logger, logging.INFO, "transaction_outcome_committed", topic=tp.topic,
+                      partition=tp.partition, offset=point)  # fmt: skip
 
     async def _start_producer(self, tp: TopicPartition, attempts: int | None) -> AIOKafkaProducer | None:
         """Start (and so fence any previous owner of) the partition's transactional producer.

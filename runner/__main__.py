@@ -64,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
     collect = commands.add_parser("collect", help="assemble results into DIR/<video_id>.json")
     collect.add_argument("--out", type=Path, required=True, metavar="DIR")
-    collect.add_argument("--video-id", help="exit 0 once this video is written (3 at the timeout)")
+    collect.add_argument(
+        "--video-id",
+        help="exit 0 once this video is written, 3 at the timeout (not for a video the group already collected)",
+    )
     collect.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
     collect.add_argument("--group", default=DEFAULT_COLLECTOR_GROUP, help="consumer group (default %(default)s)")
 
@@ -135,32 +138,26 @@ async def _collect_until(
     kafka: KafkaSettings, out: Path, group: str, video_id: str | None, timeout_s: float | None
 ) -> int:
     """Collect until a signal, the timeout, or (with `video_id`) that video's document is written."""
-    written: list[str] = []
-    timed_out: list[bool] = []
+    written: set[str] = set()
 
     def on_written(path: Path, assembly: Assembly) -> None:
         _say(str(path))
         if assembly.video_id == video_id:
-            written.append(video_id)
+            written.add(video_id)
             collector.stop()
-
-    def on_timeout() -> None:
-        timed_out.append(True)
-        collector.stop()
 
     collector = Collector(kafka, out, group, on_written)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, collector.stop)
-    timer = loop.call_later(timeout_s, on_timeout) if timeout_s is not None else None
+    why = "stopped"
     try:
-        await collector.run()
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if video_id is None or written:
+        async with asyncio.timeout(timeout_s):
+            await collector.run()
+    except TimeoutError:
+        why = f"timed out after {timeout_s:g} s"
+    if video_id is None or video_id in written:
         return EXIT_OK
-    why = f"timed out after {timeout_s:g} s" if timed_out else "stopped"
     raise Incomplete(_missing(why, video_id, collector.assembly(video_id)))
 
 

@@ -71,15 +71,14 @@ def _consumer(kafka: KafkaSettings, group_id: str | None, *topics: str) -> AIOKa
 
 
 async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings) -> None:
+    """Start `consumer`, translating why it cannot; the caller stops it either way."""
     try:
         await consumer.start()
     except UnknownTopicOrPartitionError:
-        await consumer.stop()
         raise InfrastructureError(
             f"Kafka topic {kafka.results_topic!r} does not exist at {kafka.bootstrap_servers}"
         ) from None
     except KafkaError as exc:
-        await consumer.stop()
         raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
 
 
@@ -101,7 +100,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Collector:
-    """A collector group member; `run()` returns after `stop()`, with the commit point committed.
+    """A collector group member; `run()` returns after `stop()` (or is cancelled), committing its commit point.
 
     Commit cycle, after every poll:
     1. write the document of every video that became complete, and drop its buffer;
@@ -140,11 +139,14 @@ class Collector:
     async def run(self) -> None:
         consumer = self._consumer = _consumer(self._kafka, self._group_id)
         consumer.subscribe([self._kafka.results_topic], listener=_Rebalance(self))
-        await _start(consumer, self._kafka)
-        log_event(logger, logging.INFO, "collector_started", group=self._group_id, topic=self._kafka.results_topic)
         try:
-            await self._poll_until_stopped(consumer)
-            await self._commit(force=True)
+            await _start(consumer, self._kafka)
+            log_event(logger, logging.INFO, "collector_started", group=self._group_id, topic=self._kafka.results_topic)
+            try:
+                await self._poll_until_stopped(consumer)
+            finally:
+                # Also when cancelled (a timeout): the commit point never passes a buffered result.
+                await self._commit(force=True)
         finally:
             await consumer.stop()
 
@@ -242,13 +244,13 @@ class VideoResults:
         self.assembly = Assembly(video_id)
 
     async def __aenter__(self) -> VideoResults:
-        await _start(self._consumer, self._kafka)
-        if self._from_end:
-            try:
+        try:
+            await _start(self._consumer, self._kafka)
+            if self._from_end:
                 await self._seek_to_end()
-            except BaseException:
-                await self._consumer.stop()
-                raise
+        except BaseException:
+            await self._consumer.stop()
+            raise
         return self
 
     async def __aexit__(

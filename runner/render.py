@@ -42,7 +42,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 194, 255),
 )
 ERROR_COLOUR = (0, 0, 255)
-TEXT_COLOUR = (255, 255, 255)
+DARK_TEXT = (0, 0, 0)
+LIGHT_TEXT = (255, 255, 255)
 # Timestamps are rounded to the microsecond in the document; anything closer is the same frame.
 TIMESTAMP_TOLERANCE_MS = 0.5
 
@@ -144,4 +145,7 @@ def _label(image: Image, text: str, corner: tuple[int, int], colour: tuple[int, 
     x, y = corner
     top = y - height - baseline - 2 if y - height - baseline - 2 >= 0 else y
     cv2.rectangle(image, (x, top), (x + width + 4, top + height + baseline + 2), colour, -1)
-    cv2.putText(image, text, (x + 2, top + height + 1), FONT, FONT_SCALE, TEXT_COLOUR, 1, cv2.LINE_AA)
+    blue, green, red = colour
+    # Rec. 601 luma: dark text on light strips, light text on dark ones.
+    text_colour = DARK_TEXT if 0.114 * blue + 0.587 * green + 0.299 * red > 150 else LIGHT_TEXT
+    cv2.putText(image, text, (x + 2, top + height + 1), FONT, FONT_SCALE, text_colour, 1, cv2.LINE_AA)

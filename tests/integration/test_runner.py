@@ -178,21 +178,27 @@ async def test_split_with_an_unreachable_broker_uploads_nothing(
     assert await s3_keys(stack, f"{video_id}/") == []
 
 
+def test_split_with_an_unreachable_s3_fails_with_one_line(env: dict[str, str], video: Path) -> None:
+    dead = {**env, "S3_ENDPOINT_URL": "http://127.0.0.1:1"}
+    completed = runner(dead, "split", str(video), "--video-id", unique_id("nos3"))
+    assert completed.returncode == 1
+    assert one_error_line(completed).startswith("runner: cannot reach S3 at http://127.0.0.1:1")
+
+
 # --------------------------------------------------------------------------- collect, with a real worker
 
 
-async def test_collect_with_a_worker_writes_a_complete_sorted_file(
+def test_collect_with_a_worker_writes_a_complete_sorted_file(
     env: dict[str, str], video: Path, tmp_path: Path, start_worker: Any
 ) -> None:
-    worker = start_worker(MODEL_PATH="/tmp/dummy.pt")
+    worker = start_worker()  # loads its model while the video is split
     video_id = unique_id("collect")
-    split = await asyncio.to_thread(runner, env, "split", str(video), "--video-id", video_id, "--every", "2")
+    split = runner(env, "split", str(video), "--video-id", video_id, "--every", "2")
     assert split.returncode == 0, split.stderr
-    await asyncio.to_thread(worker.wait_started)
+    worker.wait_started()
 
     out = tmp_path / "out"
-    args = ("collect", "--out", str(out), "--video-id", video_id, "--timeout", "180")
-    completed = await asyncio.to_thread(runner, env, *args)
+    completed = runner(env, "collect", "--out", str(out), "--video-id", video_id, "--timeout", "180")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == str(out / f"{video_id}.json")
 
@@ -205,12 +211,12 @@ async def test_collect_with_a_worker_writes_a_complete_sorted_file(
     assert [f["timestamp_ms"] for f in frames] == pytest.approx([i * 200.0 for i in range(12)])
 
 
-async def test_run_splits_waits_and_writes_the_assembled_file(
+def test_run_splits_waits_and_writes_the_assembled_file(
     env: dict[str, str], video: Path, tmp_path: Path, start_worker: Any
 ) -> None:
-    start_worker(MODEL_PATH="/tmp/dummy.pt").wait_started()
+    start_worker().wait_started()
     out = tmp_path / "result.json"
-    completed = await asyncio.to_thread(runner, env, "run", str(video), "--out", str(out), "--timeout", "180")
+    completed = runner(env, "run", str(video), "--out", str(out), "--timeout", "180")
     assert completed.returncode == 0, completed.stderr
     assert "frames     24/24" in completed.stdout
     assert "frames/s" in completed.stdout
@@ -235,8 +241,8 @@ async def test_a_collector_killed_mid_video_resumes_and_writes_the_same_file(
 
     out, group = tmp_path / "out", unique_id("collector")
     log = (tmp_path / "collector.log").open("wb")
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "runner", "collect", "--out", str(out), "--group", group],
+    collector = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "runner", "collect", "--out", str(out), "--group", group),
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         stdout=log,
@@ -251,7 +257,7 @@ async def test_a_collector_killed_mid_video_resumes_and_writes_the_same_file(
         assert not (out / f"{a}.json").exists()
     finally:
         collector.kill()
-        collector.wait(timeout=30)
+        await collector.wait()
         log.close()
 
     await produce_results(bootstrap, topics.results, [frame_result(a, i, 16) for i in range(10, 16)], partition=0)
@@ -324,8 +330,7 @@ def test_render_draws_each_result_from_its_timestamp_until_the_next(video: Path,
     box = (100.0, 80.0, 300.0, 200.0)
     detections = [{"class_id": 0, "class_name": "circle", "confidence": 0.9, "bbox": list(box)}]
     frames = [
-        {"frame_id": i, "timestamp_ms": (3 + 3 * i) * 100.0, "status": "ok", "detections": detections}
-        for i in range(3)
+        {"frame_id": i, "timestamp_ms": (3 + 3 * i) * 100.0, "status": "ok", "detections": detections} for i in range(3)
     ]
     document = {"video_id": "demo", "total_frames": 3, "complete": True, "frames": frames}
     result_json = tmp_path / "demo.json"
