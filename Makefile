@@ -44,3 +44,6 @@ demo: install
 clean:
 	scripts/dev-stack down || true
 	rm -rf $(VENV) .dev-stack .cache
+
+bench: install
+	$(PY) -m scripts.bench

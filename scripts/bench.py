@@ -1,0 +1,296 @@
+"""Benchmark: the pipeline against the model-only bound and a naive worker, in one run.
+
+    python -m scripts.bench [--frames 200] [--processes 1 2] [--replicas 1] [--json out/bench.json]
+
+On one fixed set of generated frames it measures
+1. model-only bound: decode + predict in P spawned pool processes on preloaded bytes;
+2. pipeline: frames in the local S3, tasks on the local Kafka, R replicas x P processes of
+   `python -m inference`, from the first task produced until every result is on the topic;
+3. naive baseline: R replicas that take one frame at a time (fetch, detect, publish, commit)
+   with torch's default threads, the style of a first attempt;
+and prints frames/s, the ratios pipeline/bound and pipeline/naive, end-to-end latency
+percentiles (Kafka timestamps of task and result) at full load and at 50% load, CPU
+utilisation and resident memory per process. Ratios from one run on one machine are the
+numbers to compare; absolute frames/s depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import orjson
+import psutil
+
+from inference import detector
+from inference.detector import DetectorConfig, checkpoint_imgsz
+from scripts import devstack
+from scripts.synthetic import make_frame
+
+MODEL = devstack.REPO_ROOT / "weights" / "best.pt"
+VIDEOS = 12  # tasks are keyed by video: enough videos to spread over all 6 partitions
+
+
+@dataclass
+class Measure:
+    name: str
+    frames: int
+    seconds: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    cpu_percent: float = 0.0
+    rss_mb: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def frames(n: int, width: int = 640, height: int = 360) -> list[bytes]:
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(n):
+        image, _ = make_frame(rng, width, height)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        out.append(bytes(data))
+    return out
+
+
+def model_only(data: list[bytes], processes: int) -> Measure:
+    cores = len(os.sched_getaffinity(0))
+    config = DetectorConfig(str(MODEL), "cpu", checkpoint_imgsz(MODEL), 0.25, 0.45, max(1, cores // processes), 10**8)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=detector.init_process, initargs=(config,)
+    ) as pool:
+        list(pool.map(detector.detect, data[: processes * 2]))  # warm every process
+        psutil.cpu_percent()
+        started = time.perf_counter()
+        list(pool.map(detector.detect, data))
+        seconds = time.perf_counter() - started
+        cpu = psutil.cpu_percent()
+    return Measure(f"model-only P={processes}", len(data), seconds, cpu_percent=cpu)
+
+
+@contextlib.contextmanager
+def stack() -> Iterator[dict[str, str]]:
+    state = devstack.read_state(devstack.REPO_ROOT / ".dev-stack")
+    if state is not None and devstack.pid_alive(state.kafka_pid):
+        yield state.env()
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
+        info = devstack.up(Path(tmp), devstack.free_port(), devstack.free_port())
+        try:
+            yield info.env()
+        finally:
+            devstack.down(Path(tmp))
+
+
+async def stage(env: dict[str, str], data: list[bytes], tag: str) -> list[tuple[bytes, bytes]]:
+    """Upload the frames once per run and return the task records (not yet produced)."""
+    import aioboto3
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    await admin.start()
+    await admin.create_topics(
+        [NewTopic(f"{tag}-tasks", 6, 1), NewTopic(f"{tag}-results", 6, 1), NewTopic(f"{tag}-dlq", 1, 1)]
+    )
+    await admin.close()
+    session = aioboto3.Session(
+        aws_access_key_id=env["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    records = []
+    async with session.client("s3", endpoint_url=env["S3_ENDPOINT_URL"]) as s3:
+        for i, body in enumerate(data):
+            video, key = f"bench-{i % VIDEOS}", f"bench/{tag}/{i:06d}.jpg"
+            await s3.put_object(Bucket="frames", Key=key, Body=body)
+            task = {"video_id": video, "frame_id": i, "s3_key": key, "total_frames": len(data)}
+            records.append((video.encode(), orjson.dumps(task)))
+    return records
+
+
+async def produce(env: dict[str, str], topic: str, records: list[tuple[bytes, bytes]], rate: float | None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for i, (key, value) in enumerate(records):
+            if rate:
+                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))  # paces the offered load
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def await_results(
+    env: dict[str, str], tasks_topic: str, results_topic: str, count: int
+) -> tuple[float, list[float]]:
+    """Seconds from the first task to the last result, and each frame's end-to-end latency (ms)."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read(topic: str, n: int) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+                                    auto_offset_reset="earliest", isolation_level="read_committed")  # fmt: skip
+        await consumer.start()
+        stamps: dict[int, int] = {}
+        deadline = time.monotonic() + 1800
+        try:
+            while len(stamps) < n and time.monotonic() < deadline:
+                for part in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in part:
+                        stamps.setdefault(orjson.loads(r.value)["frame_id"], r.timestamp)
+        finally:
+            await consumer.stop()
+        return stamps
+
+    done = await read(results_topic, count)
+    sent = await read(tasks_topic, count)
+    latencies = [float(done[i] - sent[i]) for i in done if i in sent]
+    return (max(done.values()) - min(sent.values())) / 1000, latencies
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {}
+    q = statistics.quantiles(values, n=100)
+    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
+
+
+def rss_of(procs: list[psutil.Process]) -> dict[str, float]:
+    out = {}
+    for i, proc in enumerate(procs):
+        with contextlib.suppress(psutil.Error):
+            out[f"replica{i}"] = round(proc.memory_info().rss / 2**20, 1)
+            for j, child in enumerate(proc.children(recursive=True)):
+                out[f"replica{i}.pool{j}"] = round(child.memory_info().rss / 2**20, 1)
+    return out
+
+
+def start_replicas(
+    env: dict[str, str], command: list[str], replicas: int, log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(replicas):
+        with (log_dir / f"{command[-1]}-{i}.log").open("ab") as log:
+            procs.append(subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def wait_joined(log_dir: Path, pattern: str, replicas: int) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        logs = [p.read_text(errors="replace") for p in log_dir.glob(pattern)]
+        if len(logs) == replicas and all("partitions_assigned" in text for text in logs):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"bench: replicas did not join the group; see {log_dir}")
+
+
+def pipeline_run(
+    env: dict[str, str], data: list[bytes], name: str, command: list[str], replicas: int, extra: dict[str, str],
+    rate: float | None = None,
+) -> Measure:  # fmt: skip
+    tag = f"bench-{uuid.uuid4().hex[:8]}"
+    records = asyncio.run(stage(env, data, tag))
+    topics = {
+        "KAFKA_TASKS_TOPIC": f"{tag}-tasks",
+        "KAFKA_RESULTS_TOPIC": f"{tag}-results",
+        "KAFKA_DLQ_TOPIC": f"{tag}-dlq",
+    }
+    run_env = {
+        **os.environ,
+        **env,
+        **extra,
+        **topics,
+        "KAFKA_GROUP_ID": tag,
+        "YOLO_OFFLINE": "1",
+        "MODEL_PATH": str(MODEL),
+    }
+    log_dir = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
+    procs = start_replicas(run_env, command, replicas, log_dir)
+    try:
+        wait_joined(log_dir, f"{command[-1]}-*.log", replicas)
+        psutil.cpu_percent()
+        asyncio.run(produce(env, f"{tag}-tasks", records, rate))
+        seconds, latencies = asyncio.run(await_results(env, f"{tag}-tasks", f"{tag}-results", len(data)))
+        cpu = psutil.cpu_percent()
+        rss = rss_of([psutil.Process(p.pid) for p in procs])
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=120)
+    return Measure(name, len(data), seconds, percentiles(latencies), cpu, rss)
+
+
+def table(measures: list[Measure]) -> str:
+    lines = [f"{'run':34} {'frames/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'cpu %':>6}  rss MB"]
+    for m in measures:
+        lat = m.latency_ms
+        rss = " ".join(f"{k}={v:.0f}" for k, v in m.rss_mb.items())
+        lines.append(f"{m.name:34} {m.fps:9.2f} {lat.get('p50', 0):8.0f} {lat.get('p95', 0):8.0f} "
+                     f"{lat.get('p99', 0):8.0f} {m.cpu_percent:6.0f}  {rss}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=devstack.REPO_ROOT / "out" / "bench.json")
+    args = parser.parse_args()
+    data = frames(args.frames)
+    measures: list[Measure] = []
+    ratios: dict[str, float] = {}
+    with stack() as env:
+        naive = pipeline_run(env, data, f"naive R={args.replicas}", ["-m", "scripts.naive_worker"], args.replicas, {})
+        measures.append(naive)
+        for p in args.processes:
+            bound = model_only(data, p)
+            full = pipeline_run(env, data, f"pipeline R={args.replicas} P={p}", ["-m", "inference"], args.replicas,
+                                {"WORKER_PROCESSES": str(p)})  # fmt: skip
+            half = pipeline_run(env, data, f"pipeline R={args.replicas} P={p} 50% load", ["-m", "inference"],
+                                args.replicas, {"WORKER_PROCESSES": str(p)}, rate=full.fps / 2)  # fmt: skip
+            measures += [bound, full, half]
+            ratios[f"pipeline/bound P={p}"] = round(full.fps / bound.fps, 3)
+            ratios[f"pipeline/naive P={p}"] = round(full.fps / naive.fps, 3)
+            print(table(measures), flush=True)  # noqa: T201
+    print("\n" + table(measures))  # noqa: T201
+    print("\n".join(f"{k:28} {v:.3f}" for k, v in ratios.items()))  # noqa: T201
+    args.json.parent.mkdir(exist_ok=True)
+    report: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB",
+        "frames": args.frames,
+        "runs": [{**asdict(m), "fps": round(m.fps, 3)} for m in measures],
+        "ratios": ratios,
+    }
+    args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"json: {args.json}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
