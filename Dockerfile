@@ -89,6 +89,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     METRICS_PORT=9100 \
     LOG_FORMAT=json
 
+# The ONNX export MODEL_BACKEND=auto serves on a CPU, made now beside the weights (keyed by their
+# hash) so that a replica starts without exporting. Weights mounted elsewhere are exported on
+# start, into /tmp when their directory is read-only.
+RUN python -c "from pathlib import Path; from inference.backends import model_file; \
+from inference.detector import checkpoint_imgsz; w = Path('/app/weights/best.pt'); \
+print(model_file(w, 'onnx', checkpoint_imgsz(w)))" \
+    && rm -rf /tmp/ultralytics /tmp/matplotlib
+
 USER ${APP_UID}:${APP_UID}
 EXPOSE 9100
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inference.backends import Backend, configure_runtime
 from inference.errors import InvalidImage
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +29,8 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 class DetectorConfig:
     """What a pool process needs to build its model; picklable for the spawn context."""
 
-    model_path: str
+    model_path: str  # what `backend` loads: the .pt itself or its export
+    backend: Backend
     device: str
     imgsz: int
     conf: float
@@ -66,6 +68,15 @@ def resolve_device(device: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_backend(backend: str, device: str) -> Backend:
+    """`auto` is ONNX Runtime on the CPU, where it beats torch, and torch on an accelerator."""
+    if backend == "auto":
+        return "onnx" if device == "cpu" else "torch"
+    if backend in ("torch", "onnx", "openvino"):
+        return backend  # type: ignore[return-value]
+    raise ValueError(f"unknown model backend {backend!r}")
+
+
 def checkpoint_imgsz(model_path: str | Path) -> int:
     """The imgsz the weights were trained at (ultralytics keeps it in train_args); 640 when unknown."""
     from ultralytics import YOLO
@@ -82,15 +93,14 @@ def checkpoint_imgsz(model_path: str | Path) -> int:
 def init_process(config: DetectorConfig) -> None:
     """Pool initializer: pin the thread count, load the model once, warm it up."""
     import cv2
-    import torch
 
     # processes x threads <= cores: oversubscribed BLAS threads are the classic CPU slowdown.
     os.environ["OMP_NUM_THREADS"] = str(config.threads)
-    torch.set_num_threads(config.threads)
+    configure_runtime(config.backend, config.threads)
     cv2.setNumThreads(1)
     from ultralytics import YOLO
 
-    model = YOLO(config.model_path)
+    model = YOLO(config.model_path, task="detect")
     _State.model = model
     _State.config = config
     warmup = np.zeros((config.imgsz, config.imgsz, 3), dtype=np.uint8)

@@ -40,6 +40,11 @@ class PartitionOffsets(Generic[P]):
         return sum(1 for done in self._pending.values() if not done)
 
     @property
+    def tracked(self) -> int:
+        """Offsets started and not yet taken as committed, finished or not."""
+        return len(self._pending)
+
+    @property
     def position(self) -> int | None:
         """The next offset to consume, once anything was consumed."""
         return self._next_to_consume

@@ -21,9 +21,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from inference.backends import model_file
 from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
 from inference.config import Delivery, Settings
-from inference.detector import DetectorConfig, DetectOutput, checkpoint_imgsz, resolve_device
+from inference.detector import DetectorConfig, DetectOutput, checkpoint_imgsz, resolve_backend, resolve_device
 from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
 from inference.logs import log_event
 from inference.messages import (
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 # /healthz fails when the consume loop has not turned for this long (a blocked event loop).
 LOOP_STALL_S = 30.0
+# Finished-but-uncommitted frames a partition may hold, in multiples of the in-flight bound.
+BACKLOG_PER_LIMIT = 20
 
 
 def worker_name() -> str:
@@ -53,12 +56,17 @@ def worker_name() -> str:
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
+    """Resolve what the pool processes load; exports the weights here, once, when the backend needs it."""
     cores = max(1, len(os.sched_getaffinity(0)))
     processes = settings.worker.processes
+    device = resolve_device(settings.model.device)
+    backend = resolve_backend(settings.model.backend, device)
+    imgsz = settings.model.imgsz or checkpoint_imgsz(settings.model.path)
     return DetectorConfig(
-        model_path=str(settings.model.path),
-        device=resolve_device(settings.model.device),
-        imgsz=settings.model.imgsz or checkpoint_imgsz(settings.model.path),
+        model_path=str(model_file(settings.model.path, backend, imgsz)),
+        backend=backend,
+        device=device,
+        imgsz=imgsz,
         conf=settings.model.conf,
         iou=settings.model.iou,
         threads=max(1, cores // processes),
@@ -89,7 +97,8 @@ class Worker:
         self._model = ModelInfo(name=settings.model.path.name, conf=settings.model.conf, iou=settings.model.iou)
         self._limit = settings.worker.in_flight_limit
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
-        self._paused = False
+        self._paused: set[TopicPartition] = set()
+        self._backlog_limit = BACKLOG_PER_LIMIT * self._limit
         self.counts: dict[str, int] = defaultdict(int)
         self._consumer: AIOKafkaConsumer | None = None
         self._checkpoint: Checkpoint | None = None
@@ -228,22 +237,31 @@ class Worker:
             task.add_done_callback(running.discard)
 
     def _apply_backpressure(self) -> None:
-        consumer, _ = self._require_consumer()
+        """Pause everything at the in-flight bound; pause a partition whose uncommitted backlog is full.
+
+        The backlog bound keeps memory flat when one frame of a partition is stuck (an S3 object
+        that keeps failing): later frames finish but cannot be committed past it.
+        """
+        consumer, checkpoint = self._require_consumer()
         assigned = consumer.assignment()
-        if self.in_flight >= self._limit and not self._paused:
-            consumer.pause(*assigned)
-            self._paused = True
-        elif self.in_flight < self._limit and self._paused:
-            consumer.resume(*assigned)
-            self._paused = False
+        if self.in_flight >= self._limit:
+            wanted = set(assigned)
+        else:
+            wanted = {tp for tp, o in checkpoint.partitions.items() if o.tracked >= self._backlog_limit}
+        wanted &= assigned
+        if wanted - self._paused:
+            consumer.pause(*(wanted - self._paused))
+        if self._paused - wanted:
+            consumer.resume(*((self._paused - wanted) & assigned))
+        self._paused = wanted
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer, checkpoint = self._require_consumer()
+        _, checkpoint = self._require_consumer()
         await checkpoint.assign(assigned)
         self._joined = True
-        # aiokafka forgets pause state across a rebalance: re-apply it to the new assignment.
-        if self._paused:
-            consumer.pause(*assigned)
+        # aiokafka forgets pause state across a rebalance: decide it afresh for the new assignment.
+        self._paused = set()
+        self._apply_backpressure()
         log_event(logger, logging.INFO, "partitions_assigned", partitions=_names(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -26,14 +26,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError
 
 from inference.config import KafkaSettings
 from inference.logs import log_event
 from inference.messages import FrameResult
 from inference.storage import backoff_s
 from runner.assembler import Assembly, commit_offsets, write_document
-from runner.errors import InfrastructureError
+from runner.errors import InfrastructureError, kafka_errors
 from runner.ids import is_video_id
 
 logger = logging.getLogger(__name__)
@@ -72,14 +72,8 @@ def _consumer(kafka: KafkaSettings, group_id: str | None, *topics: str) -> AIOKa
 
 async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings) -> None:
     """Start `consumer`, translating why it cannot; the caller stops it either way."""
-    try:
+    with kafka_errors(kafka.bootstrap_servers, kafka.results_topic):
         await consumer.start()
-    except UnknownTopicOrPartitionError:
-        raise InfrastructureError(
-            f"Kafka topic {kafka.results_topic!r} does not exist at {kafka.bootstrap_servers}"
-        ) from None
-    except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
 
 
 @dataclass

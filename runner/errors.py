@@ -6,7 +6,11 @@ libraries below (botocore, aiokafka, OpenCV) are translated where they are calle
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
+
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 
 class RunnerError(Exception):
@@ -31,3 +35,14 @@ class Incomplete(RunnerError):
     """A video's results did not all arrive in time; the message says which are missing."""
 
     exit_code = 3
+
+
+@contextmanager
+def kafka_errors(bootstrap_servers: str, topic: str) -> Iterator[None]:
+    """Turn aiokafka's failures inside the block into one line that says what to fix."""
+    try:
+        yield
+    except UnknownTopicOrPartitionError:
+        raise InfrastructureError(f"Kafka topic {topic!r} does not exist at {bootstrap_servers}") from None
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from None

@@ -38,12 +38,12 @@ import aioboto3
 import orjson
 from aiobotocore.config import AioConfig
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from inference.config import KafkaSettings, S3Settings
 from inference.messages import FrameTask
-from runner.errors import InfrastructureError, InputError
+from runner.errors import InfrastructureError, InputError, kafka_errors
 from runner.ids import require_video_id
 from runner.progress import ProgressFactory, silent
 from runner.video import encode_jpeg, frame_count_estimate, open_video, retrieve, sampled
@@ -161,14 +161,8 @@ async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKaf
 
 
 async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None:
-    try:
+    with kafka_errors(kafka.bootstrap_servers, kafka.tasks_topic):
         await producer.partitions_for(kafka.tasks_topic)
-    except UnknownTopicOrPartitionError:
-        raise InfrastructureError(
-            f"Kafka topic {kafka.tasks_topic!r} does not exist at {kafka.bootstrap_servers}"
-        ) from None
-    except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
 
 
 async def _upload_all(

@@ -1,17 +1,21 @@
 """Benchmark: the pipeline against the model-only bound and a naive worker, in one run.
 
-    python -m scripts.bench [--frames 200] [--processes 1 2] [--replicas 1] [--json out/bench.json]
+    python -m scripts.bench [--frames 200] [--processes 1 2] [--backends torch onnx]
+                            [--drift-frames 2000] [--json out/bench.json]
 
 On one fixed set of generated frames it measures
-1. model-only bound: decode + predict in P spawned pool processes on preloaded bytes;
-2. pipeline: frames in the local S3, tasks on the local Kafka, R replicas x P processes of
-   `python -m inference`, from the first task produced until every result is on the topic;
-3. naive baseline: R replicas that take one frame at a time (fetch, detect, publish, commit)
-   with torch's default threads, the style of a first attempt;
-and prints frames/s, the ratios pipeline/bound and pipeline/naive, end-to-end latency
-percentiles (Kafka timestamps of task and result) at full load and at 50% load, CPU
-utilisation and resident memory per process. Ratios from one run on one machine are the
-numbers to compare; absolute frames/s depend on the machine.
+1. model-only bound: decode + predict in P spawned pool processes on preloaded bytes, per backend;
+2. pipeline: frames in the local S3, tasks on the local Kafka, one replica x P processes of
+   `python -m inference`, from the first task produced until every result is on the topic,
+   per backend, at full load and at 50% load; two replicas x one process (group scaling);
+   and exactly_once against at_least_once delivery;
+3. naive baseline: one replica that takes one frame at a time (fetch, detect, publish, commit)
+   with the torch backend and torch's default threads, the style of a first attempt;
+4. memory drift: resident memory of a replica and its pool over a long run, after warm-up;
+and prints frames/s, the ratios, end-to-end latency percentiles (Kafka timestamps of task
+and result), CPU utilisation and resident memory per process, and plots throughput and
+latency over time of the full-load pipeline runs to out/bench.png. Ratios from one run on
+one machine are the numbers to compare; absolute frames/s depend on the machine.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +44,7 @@ import orjson
 import psutil
 
 from inference import detector
+from inference.backends import Backend, model_file
 from inference.detector import DetectorConfig, checkpoint_imgsz
 from scripts import devstack
 from scripts.synthetic import make_frame
@@ -55,6 +61,9 @@ class Measure:
     latency_ms: dict[str, float] = field(default_factory=dict)
     cpu_percent: float = 0.0
     rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_drift_pct: float | None = None
+    # (seconds since the first task, end-to-end latency ms) per result, for the plot.
+    timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
     def fps(self) -> float:
@@ -72,9 +81,11 @@ def frames(n: int, width: int = 640, height: int = 360) -> list[bytes]:
     return out
 
 
-def model_only(data: list[bytes], processes: int) -> Measure:
+def model_only(data: list[bytes], processes: int, backend: Backend) -> Measure:
     cores = len(os.sched_getaffinity(0))
-    config = DetectorConfig(str(MODEL), "cpu", checkpoint_imgsz(MODEL), 0.25, 0.45, max(1, cores // processes), 10**8)
+    imgsz = checkpoint_imgsz(MODEL)
+    config = DetectorConfig(str(model_file(MODEL, backend, imgsz)), backend, "cpu", imgsz, 0.25, 0.45,
+                            max(1, cores // processes), 10**8)  # fmt: skip
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         processes, mp_context=context, initializer=detector.init_process, initargs=(config,)
@@ -85,7 +96,7 @@ def model_only(data: list[bytes], processes: int) -> Measure:
         list(pool.map(detector.detect, data))
         seconds = time.perf_counter() - started
         cpu = psutil.cpu_percent()
-    return Measure(f"model-only P={processes}", len(data), seconds, cpu_percent=cpu)
+    return Measure(f"model-only {backend} P={processes}", len(data), seconds, cpu_percent=cpu)
 
 
 @contextlib.contextmanager
@@ -146,8 +157,9 @@ async def produce(env: dict[str, str], topic: str, records: list[tuple[bytes, by
 
 async def await_results(
     env: dict[str, str], tasks_topic: str, results_topic: str, count: int
-) -> tuple[float, list[float]]:
-    """Seconds from the first task to the last result, and each frame's end-to-end latency (ms)."""
+) -> tuple[float, list[tuple[float, float]]]:
+    """Seconds from the first task to the last result, and per result (seconds since the first task,
+    end-to-end latency in ms) in the order the results arrived."""
     from aiokafka import AIOKafkaConsumer
 
     async def read(topic: str, n: int) -> dict[int, int]:
@@ -167,8 +179,9 @@ async def await_results(
 
     done = await read(results_topic, count)
     sent = await read(tasks_topic, count)
-    latencies = [float(done[i] - sent[i]) for i in done if i in sent]
-    return (max(done.values()) - min(sent.values())) / 1000, latencies
+    first = min(sent.values())
+    timeline = sorted(((done[i] - first) / 1000, float(done[i] - sent[i])) for i in done if i in sent)
+    return (max(done.values()) - first) / 1000, timeline
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -176,6 +189,35 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {}
     q = statistics.quantiles(values, n=100)
     return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
+
+
+class RssSampler:
+    """Total resident memory of the replicas and their pools, sampled every second in a thread."""
+
+    def __init__(self, procs: list[psutil.Process]) -> None:
+        self._procs = procs
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(sum(rss_of(self._procs).values()))
+
+    def drift_pct(self) -> float | None:
+        """Growth from the end of warm-up (the first quarter of the run) to the end, in percent."""
+        if len(self.samples) < 8:
+            return None
+        warm = self.samples[len(self.samples) // 4]
+        return round(100 * (max(self.samples[len(self.samples) // 4 :]) - warm) / warm, 2)
 
 
 def rss_of(procs: list[psutil.Process]) -> dict[str, float]:
@@ -232,17 +274,20 @@ def pipeline_run(
     procs = start_replicas(run_env, command, replicas, log_dir)
     try:
         wait_joined(log_dir, f"{command[-1]}-*.log", replicas)
+        watched = [psutil.Process(p.pid) for p in procs]
         psutil.cpu_percent()
-        asyncio.run(produce(env, f"{tag}-tasks", records, rate))
-        seconds, latencies = asyncio.run(await_results(env, f"{tag}-tasks", f"{tag}-results", len(data)))
+        with RssSampler(watched) as sampler:
+            asyncio.run(produce(env, f"{tag}-tasks", records, rate))
+            seconds, timeline = asyncio.run(await_results(env, f"{tag}-tasks", f"{tag}-results", len(data)))
         cpu = psutil.cpu_percent()
-        rss = rss_of([psutil.Process(p.pid) for p in procs])
+        rss = rss_of(watched)
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=120)
-    return Measure(name, len(data), seconds, percentiles(latencies), cpu, rss)
+    latencies = percentiles([ms for _, ms in timeline])
+    return Measure(name, len(data), seconds, latencies, cpu, rss, sampler.drift_pct(), timeline)
 
 
 def table(measures: list[Measure]) -> str:
@@ -255,40 +300,90 @@ def table(measures: list[Measure]) -> str:
     return "\n".join(lines)
 
 
+def plot(measures: list[Measure], path: Path) -> None:
+    """Throughput (results per second) and latency over time, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    for m in measures:
+        if not m.timeline:
+            continue
+        seconds = [t for t, _ in m.timeline]
+        per_second = np.bincount(np.array(seconds, dtype=int))
+        top.plot(np.arange(len(per_second)), per_second, label=m.name)
+        bottom.plot(seconds, [ms for _, ms in m.timeline], ".", markersize=2, label=m.name)
+    top.set_ylabel("results per second")
+    bottom.set_ylabel("end-to-end latency (ms)")
+    bottom.set_xlabel("seconds since the first task")
+    top.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def run_all(env: dict[str, str], data: list[bytes], args: argparse.Namespace) -> tuple[list[Measure], dict[str, float]]:
+    pipeline = ["-m", "inference"]
+    naive = pipeline_run(env, data, "naive torch R=1", ["-m", "scripts.naive_worker"], 1, {"MODEL_BACKEND": "torch"})
+    measures, ratios = [naive], {}
+    for backend in args.backends:
+        for p in args.processes:
+            extra = {"WORKER_PROCESSES": str(p), "MODEL_BACKEND": backend}
+            bound = model_only(data, p, backend)
+            full = pipeline_run(env, data, f"pipeline {backend} R=1 P={p}", pipeline, 1, extra)
+            half = pipeline_run(env, data, f"pipeline {backend} R=1 P={p} 50% load", pipeline, 1, extra,
+                                rate=full.fps / 2)  # fmt: skip
+            measures += [bound, full, half]
+            ratios[f"pipeline/bound {backend} P={p}"] = round(full.fps / bound.fps, 3)
+            ratios[f"pipeline {backend} P={p}/naive torch"] = round(full.fps / naive.fps, 3)
+            ratios[f"p99 at 50% / detect {backend} P={p}"] = round(
+                half.latency_ms.get("p99", 0) / (1000 / bound.fps * p), 3
+            )
+            print(table(measures), flush=True)  # noqa: T201
+        one = next(m for m in measures if m.name == f"pipeline {backend} R=1 P=1")
+        two = pipeline_run(env, data, f"pipeline {backend} R=2 P=1", pipeline, 2,
+                           {"WORKER_PROCESSES": "1", "MODEL_BACKEND": backend})  # fmt: skip
+        measures.append(two)
+        ratios[f"R=2 P=1 / R=1 P=1 {backend}"] = round(two.fps / one.fps, 3)
+    best = max(args.processes)
+    for delivery in ("at_least_once", "exactly_once"):
+        measures.append(pipeline_run(env, data, f"pipeline {delivery} R=1 P={best}", pipeline, 1,
+                                     {"WORKER_PROCESSES": str(best), "KAFKA_DELIVERY": delivery}))  # fmt: skip
+    ratios["exactly_once/at_least_once"] = round(measures[-1].fps / measures[-2].fps, 3)
+    if args.drift_frames:
+        drift = pipeline_run(env, frames(args.drift_frames), f"drift R=1 P={max(args.processes)}", pipeline, 1,
+                             {"WORKER_PROCESSES": str(max(args.processes))})  # fmt: skip
+        measures.append(drift)
+    return measures, ratios
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx", "openvino"])
+    parser.add_argument("--drift-frames", type=int, default=2000, help="frames of the memory-drift run; 0 skips it")
     parser.add_argument("--json", type=Path, default=devstack.REPO_ROOT / "out" / "bench.json")
     args = parser.parse_args()
-    data = frames(args.frames)
-    measures: list[Measure] = []
-    ratios: dict[str, float] = {}
     with stack() as env:
-        naive = pipeline_run(env, data, f"naive R={args.replicas}", ["-m", "scripts.naive_worker"], args.replicas, {})
-        measures.append(naive)
-        for p in args.processes:
-            bound = model_only(data, p)
-            full = pipeline_run(env, data, f"pipeline R={args.replicas} P={p}", ["-m", "inference"], args.replicas,
-                                {"WORKER_PROCESSES": str(p)})  # fmt: skip
-            half = pipeline_run(env, data, f"pipeline R={args.replicas} P={p} 50% load", ["-m", "inference"],
-                                args.replicas, {"WORKER_PROCESSES": str(p)}, rate=full.fps / 2)  # fmt: skip
-            measures += [bound, full, half]
-            ratios[f"pipeline/bound P={p}"] = round(full.fps / bound.fps, 3)
-            ratios[f"pipeline/naive P={p}"] = round(full.fps / naive.fps, 3)
-            print(table(measures), flush=True)  # noqa: T201
+        measures, ratios = run_all(env, frames(args.frames), args)
     print("\n" + table(measures))  # noqa: T201
-    print("\n".join(f"{k:28} {v:.3f}" for k, v in ratios.items()))  # noqa: T201
+    print("\n".join(f"{k:36} {v:.3f}" for k, v in ratios.items()))  # noqa: T201
+    for m in measures:
+        if m.rss_drift_pct is not None:
+            print(f"rss drift after warm-up, {m.name}: {m.rss_drift_pct:+.2f}%")  # noqa: T201
     args.json.parent.mkdir(exist_ok=True)
     report: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB",
         "frames": args.frames,
-        "runs": [{**asdict(m), "fps": round(m.fps, 3)} for m in measures],
+        "runs": [{**asdict(m), "fps": round(m.fps, 3), "timeline": None} for m in measures],
         "ratios": ratios,
     }
     args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(f"json: {args.json}")  # noqa: T201
+    png = args.json.with_suffix(".png")
+    plot([m for m in measures if m.name.startswith("pipeline") and "50%" not in m.name], png)
+    print(f"json: {args.json}\nplot: {png}")  # noqa: T201
     return 0
 
 

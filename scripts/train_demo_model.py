@@ -8,7 +8,9 @@ No weights can be downloaded here, so the demo model is trained from scratch
 2. train at imgsz 320, the size the pipeline serves at (DESIGN.md section 7;
    the checkpoint records it in ``train_args``);
 3. evaluate mAP50 on the held-out set at the same size;
-4. copy the best checkpoint to ``weights/best.pt``.
+4. copy the best checkpoint, without its optimizer state, to ``weights/best.pt``.
+
+``--evaluate-only`` skips training and scores the weights already at ``--out``.
 
 Run from the repository root::
 
@@ -21,7 +23,6 @@ import argparse
 import csv
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +61,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--runs-dir", type=Path, default=REPO / ".cache" / "runs")
     p.add_argument("--name", default="demo")
     p.add_argument("--out", type=Path, default=REPO / "weights" / "best.pt")
+    p.add_argument("--evaluate-only", action="store_true", help="score --out on the held-out set, no training")
     return p.parse_args(argv)
 
 
@@ -82,7 +84,7 @@ def _offline_ultralytics() -> None:
     """
     import ultralytics.data.utils as data_utils
 
-    data_utils.check_font = _no_font  # type: ignore[attr-defined]
+    data_utils.check_font = _no_font
 
 
 def _no_font(*_args: object, **_kwargs: object) -> None:
@@ -164,17 +166,24 @@ def _evaluate(weights: Path, holdout_yaml: Path, args: argparse.Namespace) -> fl
     return float(metrics.box.map50)
 
 
+def _publish(best: Path, out: Path) -> None:
+    """Copy the checkpoint without optimizer state: a fifth of the size, same weights."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    strip_optimizer(best, str(out))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = _parse(argv)
     _offline_ultralytics()
     _pin_threads(args.threads)
-    data_yaml = _dataset(args.data_dir, args.train, args.val, args, args.seed)
     # A different seed gives images the model never saw, not even for picking best.pt.
     holdout_yaml = _dataset(args.data_dir, 0, args.holdout, args, args.seed + HOLDOUT_SEED_OFFSET)
-    best = _train(args, data_yaml)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, args.out)
+    if not args.evaluate_only:
+        data_yaml = _dataset(args.data_dir, args.train, args.val, args, args.seed)
+        _publish(_train(args, data_yaml), args.out)
     map50 = _evaluate(args.out, holdout_yaml, args)
     LOG.info(
         "held-out mAP50 %.4f at imgsz %d; wrote %s (%.1f MB)",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,21 +10,9 @@ import cv2
 
 from scripts.synthetic import load_ground_truth, score_detections, write_demo_video
 from tests.stack import Endpoints
-from tests.support import REPO_ROOT, Topics, WorkerProcess
+from tests.support import Topics, WorkerProcess, run_runner
 
 FRAMES = 72
-
-
-def runner(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_a_video_through_two_workers_is_complete_ordered_and_accurate(
@@ -41,7 +26,7 @@ def test_a_video_through_two_workers_is_complete_ordered_and_accurate(
     env = {**stack.env(), **topics.env(), "YOLO_OFFLINE": "1"}
     result_path = tmp_path / "clip.json"
 
-    ran = runner(env, "run", str(video), "--out", str(result_path), "--video-id", "e2e-clip", "--timeout", "300")
+    ran = run_runner(env, "run", str(video), "--out", str(result_path), "--video-id", "e2e-clip", "--timeout", "300")
 
     assert ran.returncode == 0, ran.stderr
     document = json.loads(result_path.read_text())
@@ -57,7 +42,7 @@ def test_a_video_through_two_workers_is_complete_ordered_and_accurate(
     assert scores["f1"] >= 0.9
 
     annotated = tmp_path / "clip-annotated.mp4"
-    rendered = runner(env, "render", str(video), str(result_path), "--out", str(annotated))
+    rendered = run_runner(env, "render", str(video), str(result_path), "--out", str(annotated))
     assert rendered.returncode == 0, rendered.stderr
     capture = cv2.VideoCapture(str(annotated))
     try:

@@ -129,35 +129,33 @@ def hold_outage(worker: WorkerProcess, seconds: float) -> None:
         time.sleep(0.5)
 
 
-def test_kafka_broker_stopped_and_restarted(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+def ride_out(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, server: str, seconds: float
+) -> tuple[list[dict[str, Any]], WorkerProcess]:
+    """Stop `server` for `seconds` once a worker is answering; every result once it is back."""
     state_dir = local_stack(stack)
     expected = stage(stack, topics)
     worker = start_worker(**EXACTLY_ONCE)
     worker.wait_started()
     wait_answered(stack, topics, 60, worker)
-    devstack.stop_server(state_dir, "kafka")
+    devstack.stop_server(state_dir, server)
     try:
-        hold_outage(worker, 15)
+        hold_outage(worker, seconds)
     finally:
-        devstack.start_server(state_dir, "kafka")
-    assert_exactly_once(final_results(stack, topics, TOTAL), expected)
+        devstack.start_server(state_dir, server)
+    values = final_results(stack, topics, TOTAL)
+    assert_exactly_once(values, expected)
     assert worker.proc.poll() is None
+    return values, worker
+
+
+def test_kafka_broker_stopped_and_restarted(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+    _, worker = ride_out(stack, topics, start_worker, "kafka", 15)
     assert sum(1 for line in worker.log_lines() if line.get("event") == "worker_started") == 1
 
 
 def test_s3_stopped_for_10_seconds(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
-    state_dir = local_stack(stack)
-    expected = stage(stack, topics)
-    worker = start_worker(**EXACTLY_ONCE)
-    worker.wait_started()
-    wait_answered(stack, topics, 60, worker)
-    devstack.stop_server(state_dir, "s3")
-    try:
-        hold_outage(worker, 10)
-    finally:
-        devstack.start_server(state_dir, "s3")
-    values = final_results(stack, topics, TOTAL)
-    assert_exactly_once(values, expected)
+    values, worker = ride_out(stack, topics, start_worker, "s3", 10)
     assert [v for v in values if v["status"] != "ok"] == []
     assert any(line.get("event") == "s3_unavailable" for line in worker.log_lines())
 

@@ -24,11 +24,10 @@ from inference.messages import Detection, ErrorInfo, FrameResult
 from runner.collector import ordered_results
 from scripts.synthetic import write_demo_video
 from tests.stack import Endpoints
-from tests.support import REPO_ROOT, Topics, consume, s3_session
+from tests.support import REPO_ROOT, Topics, consume, run_runner, s3_session
 
 FPS = 10.0
 WIDTH, HEIGHT = 640, 360
-RUNNER_TIMEOUT_S = 240
 
 
 @pytest.fixture
@@ -41,18 +40,6 @@ def video(tmp_path: Path) -> Path:
     path = tmp_path / "demo.mp4"
     write_demo_video(path, tmp_path / "truth.json", 24, WIDTH, HEIGHT, FPS)
     return path
-
-
-def runner(env: dict[str, str], *args: str, timeout_s: float = RUNNER_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 def unique_id(prefix: str) -> str:
@@ -133,7 +120,7 @@ async def test_split_uploads_sampled_frames_then_produces_their_tasks(
     stack: Endpoints, topics: Topics, env: dict[str, str], video: Path
 ) -> None:
     video_id = unique_id("split")
-    completed = await asyncio.to_thread(runner, env, "split", str(video), "--video-id", video_id, "--every", "2")
+    completed = await asyncio.to_thread(run_runner, env, "split", str(video), "--video-id", video_id, "--every", "2")
     assert completed.returncode == 0, completed.stderr
     assert f"{video_id}: 12 frames" in completed.stdout
 
@@ -155,14 +142,14 @@ async def test_split_uploads_sampled_frames_then_produces_their_tasks(
 
 
 def test_split_of_a_missing_file_fails_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
-    completed = runner(env, "split", str(tmp_path / "nope.mp4"), "--video-id", "nope")
+    completed = run_runner(env, "split", str(tmp_path / "nope.mp4"), "--video-id", "nope")
     assert completed.returncode == 2
     assert one_error_line(completed) == f"runner: no such video file: {tmp_path / 'nope.mp4'}"
     assert completed.stdout == ""
 
 
 def test_split_rejects_an_invalid_video_id(env: dict[str, str], video: Path) -> None:
-    completed = runner(env, "split", str(video), "--video-id", "../etc")
+    completed = run_runner(env, "split", str(video), "--video-id", "../etc")
     assert completed.returncode == 2
     assert "invalid video id '../etc'" in one_error_line(completed)
 
@@ -172,7 +159,7 @@ async def test_split_with_an_unreachable_broker_uploads_nothing(
 ) -> None:
     video_id = unique_id("nobroker")
     dead = {**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
-    completed = await asyncio.to_thread(runner, dead, "split", str(video), "--video-id", video_id)
+    completed = await asyncio.to_thread(run_runner, dead, "split", str(video), "--video-id", video_id)
     assert completed.returncode == 1
     assert one_error_line(completed).startswith("runner: cannot reach Kafka at 127.0.0.1:1")
     assert await s3_keys(stack, f"{video_id}/") == []
@@ -180,7 +167,7 @@ async def test_split_with_an_unreachable_broker_uploads_nothing(
 
 def test_split_with_an_unreachable_s3_fails_with_one_line(env: dict[str, str], video: Path) -> None:
     dead = {**env, "S3_ENDPOINT_URL": "http://127.0.0.1:1"}
-    completed = runner(dead, "split", str(video), "--video-id", unique_id("nos3"))
+    completed = run_runner(dead, "split", str(video), "--video-id", unique_id("nos3"))
     assert completed.returncode == 1
     assert one_error_line(completed).startswith("runner: cannot reach S3 at http://127.0.0.1:1")
 
@@ -193,12 +180,12 @@ def test_collect_with_a_worker_writes_a_complete_sorted_file(
 ) -> None:
     worker = start_worker()  # loads its model while the video is split
     video_id = unique_id("collect")
-    split = runner(env, "split", str(video), "--video-id", video_id, "--every", "2")
+    split = run_runner(env, "split", str(video), "--video-id", video_id, "--every", "2")
     assert split.returncode == 0, split.stderr
     worker.wait_started()
 
     out = tmp_path / "out"
-    completed = runner(env, "collect", "--out", str(out), "--video-id", video_id, "--timeout", "180")
+    completed = run_runner(env, "collect", "--out", str(out), "--video-id", video_id, "--timeout", "180")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == str(out / f"{video_id}.json")
 
@@ -216,7 +203,7 @@ def test_run_splits_waits_and_writes_the_assembled_file(
 ) -> None:
     start_worker().wait_started()
     out = tmp_path / "result.json"
-    completed = runner(env, "run", str(video), "--out", str(out), "--timeout", "180")
+    completed = run_runner(env, "run", str(video), "--out", str(out), "--timeout", "180")
     assert completed.returncode == 0, completed.stderr
     assert "frames     24/24" in completed.stdout
     assert "frames/s" in completed.stdout
@@ -262,7 +249,7 @@ async def test_a_collector_killed_mid_video_resumes_and_writes_the_same_file(
 
     await produce_results(bootstrap, topics.results, [frame_result(a, i, 16) for i in range(10, 16)], partition=0)
     resumed = await asyncio.to_thread(
-        runner, env, "collect", "--out", str(out), "--group", group, "--video-id", a, "--timeout", "60"
+        run_runner, env, "collect", "--out", str(out), "--group", group, "--video-id", a, "--timeout", "60"
     )
     assert resumed.returncode == 0, resumed.stderr
     document = load(out / f"{a}.json")
@@ -273,7 +260,7 @@ async def test_a_collector_killed_mid_video_resumes_and_writes_the_same_file(
 
     reference = tmp_path / "reference"
     uninterrupted = await asyncio.to_thread(
-        runner, env, "collect", "--out", str(reference), "--group", unique_id("reference"), "--video-id", a,
+        run_runner, env, "collect", "--out", str(reference), "--group", unique_id("reference"), "--video-id", a,
         "--timeout", "60",
     )  # fmt: skip
     assert uninterrupted.returncode == 0, uninterrupted.stderr
@@ -291,7 +278,7 @@ async def test_collect_for_a_video_times_out_naming_the_missing_frames(
     video_id = unique_id("partial")
     await produce_results(stack.bootstrap_servers, topics.results, [frame_result(video_id, i, 5) for i in (0, 1, 2)])
     args = ("collect", "--out", str(tmp_path), "--video-id", video_id, "--timeout", "5", "--group", unique_id("g"))
-    completed = await asyncio.to_thread(runner, env, *args)
+    completed = await asyncio.to_thread(run_runner, env, *args)
     assert completed.returncode == 3
     last = completed.stderr.strip().splitlines()[-1]
     assert last == f"runner: timed out after 5 s: video {video_id} has 3/5 frames; missing frame ids 3-4"
@@ -337,7 +324,7 @@ def test_render_draws_each_result_from_its_timestamp_until_the_next(video: Path,
     result_json.write_bytes(orjson.dumps(document))
 
     out = tmp_path / "rendered.mp4"
-    completed = runner({}, "render", str(video), str(result_json), "--out", str(out))
+    completed = run_runner({}, "render", str(video), str(result_json), "--out", str(out))
     assert completed.returncode == 0, completed.stderr
 
     source, rendered = read_frames(video), read_frames(out)

@@ -74,7 +74,9 @@ def test_every_task_gets_one_ok_result_equal_to_ultralytics(
 ) -> None:
     videos = {"cam-a": 80, "cam-b": 60, "cam-c": 40, "cam-d": 20}
     objects = asyncio.run(stage_videos(stack, topics, videos))
-    worker = start_worker(WORKER_PROCESSES="2")
+    # The torch backend serves the .pt itself, so equality is exact; the exported backends are held
+    # to torch's detections within tolerances in tests/unit/test_backends.py.
+    worker = start_worker(WORKER_PROCESSES="2", MODEL_BACKEND="torch")
     worker.wait_started()
     records = results_for(stack, topics, expected=200)
     values = result_values(records)

@@ -11,7 +11,7 @@ from inference.config import ConfigError, KafkaSettings, ModelSettings, S3Settin
 ALL_VARS = [
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC", "KAFKA_GROUP_ID",
     "S3_ENDPOINT_URL", "S3_FRAMES_BUCKET", "MODEL_PATH", "MODEL_CONF", "MODEL_IOU", "MODEL_IMGSZ",
-    "MODEL_DEVICE", "WORKER_PROCESSES", "WORKER_MAX_IN_FLIGHT", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS",
+    "MODEL_DEVICE", "MODEL_BACKEND", "WORKER_PROCESSES", "WORKER_MAX_IN_FLIGHT", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS",
     "METRICS_PORT",
 ]  # fmt: skip
 
@@ -38,7 +38,7 @@ def test_defaults_match_the_design() -> None:
     assert s3.frames_bucket == "frames"
     assert s3.endpoint_url is None
     model = build(ModelSettings)
-    assert (model.conf, model.iou, model.imgsz, model.device) == (0.25, 0.45, None, "auto")
+    assert (model.conf, model.iou, model.imgsz, model.device, model.backend) == (0.25, 0.45, None, "auto", "auto")
     assert build(WorkerSettings).processes >= 1
 
 
@@ -68,6 +68,7 @@ def test_env_file_is_read(tmp_path: Path) -> None:
         (ModelSettings, "MODEL_CONF", "1.5"),
         (ModelSettings, "MODEL_IOU", "abc"),
         (ModelSettings, "MODEL_DEVICE", "tpu"),
+        (ModelSettings, "MODEL_BACKEND", "tensorrt"),
         (S3Settings, "S3_ENDPOINT_URL", "localhost:8333"),
         (KafkaSettings, "KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON"),
     ],

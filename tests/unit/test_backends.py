@@ -1,0 +1,202 @@
+"""The ONNX Runtime and OpenVINO backends: cached exports, the thread budget, torch's detections."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from inference.backends import Backend, cache_path, configure_runtime, model_file
+from scripts.synthetic import make_frame
+from tests.support import MODEL_PATH
+
+IMGSZ = 320
+FRAMES = 20
+EXPORTED: list[Backend] = ["onnx", "openvino"]
+
+pytestmark = [
+    # Both exporters trace the model with torch.jit, which torch deprecates; nothing for us to act on.
+    pytest.mark.filterwarnings("ignore:.*torch.jit.trace:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    confidence: float
+    box: tuple[float, float, float, float]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo weights, so the exports go to a temporary cache and not weights/.cache."""
+    path = tmp_path_factory.mktemp("weights") / "best.pt"
+    shutil.copyfile(MODEL_PATH, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Image]:
+    return [make_frame(np.random.default_rng(seed), 640, 360)[0] for seed in range(FRAMES)]
+
+
+@pytest.fixture(scope="module")
+def torch_detections(weights: Path, frames: list[Image]) -> list[list[Detection]]:
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    return [detect(model, frame) for frame in frames]
+
+
+@pytest.fixture
+def restore_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """configure_runtime changes process-wide state; put it back for the tests that follow."""
+    import openvino
+    import ultralytics.utils.torch_utils as torch_utils
+    from ultralytics.nn.autobackend import AutoBackend
+
+    monkeypatch.setattr(torch_utils, "NUM_THREADS", torch_utils.NUM_THREADS)
+    monkeypatch.setitem(AutoBackend._BACKEND_MAP, "onnx", AutoBackend._BACKEND_MAP["onnx"])
+    monkeypatch.setattr(openvino, "Core", openvino.Core)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def detect(model: Any, frame: Image) -> list[Detection]:
+    boxes = model.predict(frame, conf=0.25, iou=0.45, imgsz=IMGSZ, device="cpu", verbose=False)[0].boxes
+    return [
+        Detection(int(c), float(s), (b[0], b[1], b[2], b[3]))
+        for b, c, s in zip(boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist(), strict=True)
+    ]
+
+
+def load(weights: Path, backend: Backend, threads: int = 1) -> Any:
+    from ultralytics import YOLO
+
+    configure_runtime(backend, threads)
+    return YOLO(str(model_file(weights, backend, IMGSZ)), task="detect")
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_torch_loads_the_weights_themselves(weights: Path) -> None:
+    assert model_file(weights, "torch", IMGSZ) == weights
+
+
+def test_the_export_is_cached_and_keyed_by_the_weight_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ultralytics import YOLO
+    from ultralytics.engine.model import Model
+
+    exports: list[str] = []
+    export = Model.export
+
+    def counting_export(self: Any, **kwargs: Any) -> Any:
+        exports.append(kwargs["format"])
+        return export(self, **kwargs)
+
+    monkeypatch.setattr(Model, "export", counting_export)
+    weights = tmp_path / "best.pt"
+    shutil.copyfile(MODEL_PATH, weights)
+
+    first = model_file(weights, "onnx", IMGSZ)
+    assert first.is_file()
+    assert model_file(weights, "onnx", IMGSZ) == first
+    assert exports == ["onnx"]
+    assert cache_path(weights, "onnx", 2 * IMGSZ) != first
+
+    YOLO(str(MODEL_PATH)).save(weights)  # the same model in new bytes: the checkpoint records when it was saved
+    assert weights.read_bytes() != MODEL_PATH.read_bytes()
+    second = model_file(weights, "onnx", IMGSZ)
+    assert second != first
+    assert second.is_file()
+    assert exports == ["onnx", "onnx"]
+
+
+def test_a_missing_runtime_package_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else find_spec(name))
+    with pytest.raises(RuntimeError, match="MODEL_BACKEND=onnx needs the Python packages onnxruntime"):
+        model_file(tmp_path / "best.pt", "onnx", IMGSZ)
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+@pytest.mark.usefixtures("restore_runtime")
+def test_detections_match_torch(
+    backend: Backend, weights: Path, frames: list[Image], torch_detections: list[list[Detection]]
+) -> None:
+    assert any(torch_detections), "the weights detect nothing on these frames, so agreeing with torch means nothing"
+    model = load(weights, backend)
+    for index, (expected, frame) in enumerate(zip(torch_detections, frames, strict=True)):
+        unmatched = detect(model, frame)
+        assert len(unmatched) == len(expected), f"frame {index}"
+        for want in expected:
+            got = max(unmatched, key=lambda d: iou(d.box, want.box))
+            unmatched.remove(got)
+            assert iou(got.box, want.box) >= 0.95, f"frame {index}: {got} for {want}"
+            assert got.class_id == want.class_id, f"frame {index}: {got} for {want}"
+            assert got.confidence == pytest.approx(want.confidence, abs=0.02), f"frame {index}: {got} for {want}"
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+@pytest.mark.usefixtures("restore_runtime")
+def test_the_runtime_keeps_to_the_thread_budget(backend: Backend, weights: Path, frames: list[Image]) -> None:
+    model = load(weights, backend, threads=1)
+    detect(model, frames[0])  # ultralytics builds the runtime's session on the first predict
+    runtime = model.predictor.model.backend
+    if backend == "onnx":
+        threads = runtime.session.get_session_options().intra_op_num_threads
+    else:
+        threads = runtime.ov_compiled_model.get_property("INFERENCE_NUM_THREADS")
+    assert threads == 1
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.usefixtures("restore_runtime")
+def test_torch_keeps_its_thread_count_through_the_first_predict(weights: Path, frames: list[Image]) -> None:
+    # select_device would set min(8, cpu_count - 1): 1 on a 2-core machine, 8 on a big one.
+    model = load(weights, "torch", threads=2)
+    detect(model, frames[0])
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.usefixtures("restore_runtime")
+def test_openvino_computes_in_f32(weights: Path, frames: list[Image]) -> None:
+    import openvino
+
+    model = load(weights, "openvino")
+    detect(model, frames[0])
+    precision = model.predictor.model.backend.ov_compiled_model.get_property("INFERENCE_PRECISION_HINT")
+    assert precision == openvino.Type.f32
+
+
+def test_read_only_weights_export_to_the_temporary_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "ro" / "best.pt"
+    weights.parent.mkdir()
+    shutil.copyfile(MODEL_PATH, weights)
+    # chmod cannot make a directory read-only for root, who runs CI here: answer as a mount would.
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and Path(path) != weights.parent)
+    target = cache_path(weights, "onnx", IMGSZ)
+    assert target.parent == Path(tempfile.gettempdir()) / "inference-model-cache"
+    assert target.name.startswith("best-") and target.name.endswith(f"-{IMGSZ}.onnx")
