@@ -203,9 +203,9 @@ class Worker:
             for tp, records in batch.items():
                 self._admit(tp, records)
             self._apply_backpressure()
+            self._record_lag(consumer)
             if checkpoint.due():
                 await checkpoint.commit()
-                self._record_lag(consumer)
 
     def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Lag = end of the partition (last stable offset: we read committed) - next offset we take."""

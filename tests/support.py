@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -135,15 +136,27 @@ async def stage_video(
     stack: Endpoints, topics: Topics, video_id: str, n_frames: int, seed: int = 0
 ) -> dict[str, bytes]:
     """Upload n_frames JPEGs and produce their tasks; returns the objects by key."""
+    objects = await upload_video(stack, topics, video_id, n_frames, seed)
+    await produce(stack.bootstrap_servers, topics.tasks, video_tasks(video_id, list(objects)))
+    return objects
+
+
+async def upload_video(
+    stack: Endpoints, topics: Topics, video_id: str, n_frames: int, seed: int = 0
+) -> dict[str, bytes]:
+    """Upload n_frames JPEGs of one video, announcing nothing yet; returns the objects by key."""
     prefix = f"{topics.group}/{video_id}"
     objects = {f"{prefix}/{i:06d}.jpg": synthetic_jpeg(seed * 100_000 + i) for i in range(n_frames)}
     await upload(stack, objects)
-    records = [
-        (video_id.encode(), task(video_id, i, key, total_frames=n_frames, timestamp_ms=i * 100.0))
-        for i, key in enumerate(objects)
-    ]
-    await produce(stack.bootstrap_servers, topics.tasks, records)
     return objects
+
+
+def video_tasks(video_id: str, keys: list[str]) -> list[tuple[bytes, bytes]]:
+    """The task records of one video whose frame i is the object keys[i]."""
+    return [
+        (video_id.encode(), task(video_id, i, key, total_frames=len(keys), timestamp_ms=i * 100.0))
+        for i, key in enumerate(keys)
+    ]
 
 
 class WorkerProcess:
@@ -167,6 +180,16 @@ class WorkerProcess:
             with contextlib.suppress(orjson.JSONDecodeError):
                 lines.append(orjson.loads(raw))
         return lines
+
+    @property
+    def worker_id(self) -> str:
+        """The `worker` field of this replica's results."""
+        return f"{socket.gethostname()}-{self.proc.pid}"
+
+    def assignments(self) -> set[str]:
+        """The partitions of the latest assignment this replica logged."""
+        lines = [line for line in self.log_lines() if line.get("event") == "partitions_assigned"]
+        return set(lines[-1]["partitions"]) if lines else set()
 
     def wait_started(self, timeout_s: float = 120.0) -> None:
         wait_for(lambda: any(line.get("event") == "worker_started" for line in self.log_lines()), timeout_s,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from scripts import devstack
+from tests.faults.report import ROWS, Row, record
 from tests.stack import Endpoints
 from tests.support import (
     Topics,
@@ -29,6 +32,8 @@ from tests.support import (
     synthetic_jpeg,
     task,
     upload,
+    upload_video,
+    video_tasks,
     wait_for,
 )
 
@@ -38,13 +43,13 @@ TOTAL = sum(VIDEOS.values())
 EXACTLY_ONCE = {"KAFKA_DELIVERY": "exactly_once"}
 
 
-def stage(stack: Endpoints, topics: Topics) -> set[tuple[str, int]]:
+def stage(stack: Endpoints, topics: Topics, videos: dict[str, int] = VIDEOS) -> set[tuple[str, int]]:
     async def go() -> None:
-        for seed, (video_id, n) in enumerate(VIDEOS.items()):
+        for seed, (video_id, n) in enumerate(videos.items()):
             await stage_video(stack, topics, video_id, n, seed=seed)
 
     asyncio.run(go())
-    return {(video_id, i) for video_id, n in VIDEOS.items() for i in range(n)}
+    return {(video_id, i) for video_id, n in videos.items() for i in range(n)}
 
 
 async def committed_total(stack: Endpoints, topics: Topics) -> int:
@@ -71,8 +76,21 @@ def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: 
     return result_values(records)
 
 
-def assert_exactly_once(values: list[dict[str, Any]], expected: set[tuple[str, int]]) -> None:
-    counts = collections.Counter((v["video_id"], v["frame_id"]) for v in values)
+@pytest.fixture(autouse=True)
+def scenario(request: pytest.FixtureRequest) -> Scenario:
+    return Scenario(request.node.name.removeprefix("test_"), time.monotonic())
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    started: float
+
+
+def assert_exactly_once(scenario: Scenario, values: list[dict[str, Any]], expected: set[tuple[str, int]]) -> None:
+    keys = [(v["video_id"], v["frame_id"]) for v in values]
+    record(scenario.name, len(expected), keys, time.monotonic() - scenario.started)
+    counts = collections.Counter(keys)
     duplicated = {k: n for k, n in counts.items() if n > 1}
     assert duplicated == {}
     assert set(counts) == expected
@@ -83,7 +101,7 @@ def wait_answered(stack: Endpoints, topics: Topics, at_least: int, worker: Worke
     wait_for(lambda: answered(stack, topics) >= at_least, 240, f"{at_least} frames answered", alive=alive)
 
 
-def test_kill_9_five_times(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+def test_kill_9_five_times(stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario) -> None:
     expected = stage(stack, topics)
     rng = random.Random(time.time_ns())
     marks = sorted(rng.sample(range(20, TOTAL - 40), 5))
@@ -95,24 +113,77 @@ def test_kill_9_five_times(stack: Endpoints, topics: Topics, start_worker: Start
         worker.kill()
         worker = start_worker(**EXACTLY_ONCE)
         worker.wait_started()
-    assert_exactly_once(final_results(stack, topics, TOTAL), expected)
+    assert_exactly_once(scenario, final_results(stack, topics, TOTAL), expected)
 
 
-def test_scale_1_to_3_to_1(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
-    expected = stage(stack, topics)
+def test_scale_1_to_3_to_1(stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario) -> None:
+    # Tasks arrive in three waves so that each phase has work, however fast the model: 12 videos
+    # hash to 5 of the 6 partitions, so each of 3 members owns at least one busy partition.
+    videos = {f"scale-{i}": 25 for i in range(12)}
+    waves = staged_waves(stack, topics, videos, 3)
     first = start_worker(**EXACTLY_ONCE)
     first.wait_started()
+    produce_wave(stack, topics, waves[0])
     wait_answered(stack, topics, 40, first)
     extra = [start_worker(**EXACTLY_ONCE) for _ in range(2)]
-    for worker in extra:
-        worker.wait_started()
-    wait_answered(stack, topics, 150, first)
+    everyone = [first, *extra]
+    wait_for(lambda: all(len(w.assignments()) == 2 for w in everyone), 180, "3 members with 2 partitions each")
+    produce_wave(stack, topics, waves[1])
+    wait_for(lambda: {w.worker_id for w in extra} <= answering_workers(stack, topics), 240, "the extras answer")
     for worker in extra:
         assert worker.terminate(timeout_s=90) == 0
-    values = final_results(stack, topics, TOTAL)
-    assert_exactly_once(values, expected)
-    assert len({v["worker"] for v in values}) >= 2
+    produce_wave(stack, topics, waves[2])
+    values = final_results(stack, topics, sum(videos.values()))
+    assert_exactly_once(scenario, values, {(v, i) for v, n in videos.items() for i in range(n)})
+    assert {v["worker"] for v in values} == {w.worker_id for w in everyone}
     assert first.proc.poll() is None
+
+
+def staged_waves(
+    stack: Endpoints, topics: Topics, videos: dict[str, int], count: int
+) -> list[list[tuple[bytes, bytes]]]:
+    """Upload every frame; return the tasks split into `count` waves, each a slice of every video."""
+
+    async def upload_all() -> dict[str, list[str]]:
+        return {v: list(await upload_video(stack, topics, v, n, seed=s)) for s, (v, n) in enumerate(videos.items())}
+
+    keys = asyncio.run(upload_all())
+    waves: list[list[tuple[bytes, bytes]]] = [[] for _ in range(count)]
+    for video_id, video_keys in keys.items():
+        records = video_tasks(video_id, video_keys)
+        size = -(-len(records) // count)
+        for w in range(count):
+            waves[w] += records[w * size : (w + 1) * size]
+    return waves
+
+
+def produce_wave(stack: Endpoints, topics: Topics, records: list[tuple[bytes, bytes]]) -> None:
+    asyncio.run(produce(stack.bootstrap_servers, topics.tasks, records))
+
+
+def answering_workers(stack: Endpoints, topics: Topics) -> set[str]:
+    records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=1.5))
+    return {v["worker"] for v in result_values(records)}
+
+
+def test_sigterm_to_every_replica_then_restart(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
+) -> None:
+    # Twice the usual frames: the stop must land mid-run however fast the model is.
+    videos = {f"term-{v}": 2 * n for v, n in VIDEOS.items()}
+    expected = stage(stack, topics, videos)
+    replicas = [start_worker(**EXACTLY_ONCE) for _ in range(2)]
+    for worker in replicas:
+        worker.wait_started()
+    wait_answered(stack, topics, 80)
+    for worker in replicas:
+        worker.proc.send_signal(signal.SIGTERM)
+    assert [worker.proc.wait(timeout=90) for worker in replicas] == [0, 0]
+    stopped_at = asyncio.run(committed_total(stack, topics))
+    assert stopped_at < len(expected), "the replicas finished before they were stopped: nothing was tested"
+    for worker in [start_worker(**EXACTLY_ONCE) for _ in range(2)]:
+        worker.wait_started()
+    assert_exactly_once(scenario, final_results(stack, topics, len(expected)), expected)
 
 
 def local_stack(stack: Endpoints) -> Any:
@@ -130,7 +201,7 @@ def hold_outage(worker: WorkerProcess, seconds: float) -> None:
 
 
 def ride_out(
-    stack: Endpoints, topics: Topics, start_worker: StartWorker, server: str, seconds: float
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario, server: str, seconds: float
 ) -> tuple[list[dict[str, Any]], WorkerProcess]:
     """Stop `server` for `seconds` once a worker is answering; every result once it is back."""
     state_dir = local_stack(stack)
@@ -144,18 +215,22 @@ def ride_out(
     finally:
         devstack.start_server(state_dir, server)
     values = final_results(stack, topics, TOTAL)
-    assert_exactly_once(values, expected)
+    assert_exactly_once(scenario, values, expected)
     assert worker.proc.poll() is None
     return values, worker
 
 
-def test_kafka_broker_stopped_and_restarted(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
-    _, worker = ride_out(stack, topics, start_worker, "kafka", 15)
+def test_kafka_broker_stopped_and_restarted(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
+) -> None:
+    _, worker = ride_out(stack, topics, start_worker, scenario, "kafka", 15)
     assert sum(1 for line in worker.log_lines() if line.get("event") == "worker_started") == 1
 
 
-def test_s3_stopped_for_10_seconds(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
-    values, worker = ride_out(stack, topics, start_worker, "s3", 10)
+def test_s3_stopped_for_10_seconds(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
+) -> None:
+    values, worker = ride_out(stack, topics, start_worker, scenario, "s3", 10)
     assert [v for v in values if v["status"] != "ok"] == []
     assert any(line.get("event") == "s3_unavailable" for line in worker.log_lines())
 
@@ -203,7 +278,9 @@ def hostile_tasks(stack: Endpoints) -> tuple[list[tuple[bytes | None, bytes | No
     return records, errors, len(unreadable)
 
 
-def test_ten_percent_hostile_input(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
+def test_ten_percent_hostile_input(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
+) -> None:
     records, errors, dlq_count = hostile_tasks(stack)
     good = stage(stack, topics)
     # Spread the hostile records over the stream: about 10% of all tasks, as many copies as needed.
@@ -214,6 +291,9 @@ def test_ten_percent_hostile_input(stack: Endpoints, topics: Topics, start_worke
     worker.wait_started()
     answerable = len(good) + copies * len(errors)
     values = final_results(stack, topics, TOTAL + copies * len(records))
+    # Copies of a hostile task share their (video_id, frame_id): count per task, not per frame.
+    ROWS.append(Row(scenario.name, answerable, len(values), max(0, answerable - len(values)),
+                    max(0, len(values) - answerable), time.monotonic() - scenario.started))  # fmt: skip
     assert len(values) == answerable
     oks = {(v["video_id"], v["frame_id"]) for v in values if v["status"] == "ok"}
     assert oks == good

@@ -59,7 +59,7 @@ def test_metrics_probes_and_logs_during_a_run(
     assert got[("inference_stage_seconds_count", frozenset({("stage", "end_to_end")}))] == 11
     assert got[("inference_pool_processes_alive", frozenset())] == 1
     assert got[("inference_model_load_seconds", frozenset())] > 0
-    assert any(name == "inference_consumer_lag" for name, _ in got)
+    wait_for(lambda: any(name == "inference_consumer_lag" for name, _ in samples(port)), 30, "a consumer lag sample")
     lines = [line for line in worker.log_lines() if line.get("event") == "frame_failed"]
     assert lines
     assert {"ts", "level", "event", "video_id", "frame_id", "partition", "offset"} <= set(lines[0])

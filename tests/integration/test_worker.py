@@ -92,19 +92,14 @@ def test_every_task_gets_one_ok_result_equal_to_ultralytics(
     assert worker.terminate() == 0
 
 
-def assignments(worker: WorkerProcess) -> set[str]:
-    lines = [line for line in worker.log_lines() if line.get("event") == "partitions_assigned"]
-    return set(lines[-1]["partitions"]) if lines else set()
-
-
 def test_two_replicas_share_the_partitions_and_answer_each_task_once(
     stack: Endpoints, topics: Topics, start_worker: StartWorker
 ) -> None:
     first, second = start_worker(), start_worker()
     first.wait_started()
     second.wait_started()
-    wait_for(lambda: len(assignments(first)) == 3 and len(assignments(second)) == 3, 60, "a balanced group")
-    assert assignments(first).isdisjoint(assignments(second))
+    wait_for(lambda: len(first.assignments()) == 3 and len(second.assignments()) == 3, 60, "a balanced group")
+    assert first.assignments().isdisjoint(second.assignments())
     videos = {f"cam-{i}": 10 for i in range(8)}
     asyncio.run(stage_videos(stack, topics, videos))
     values = result_values(results_for(stack, topics, expected=80))
