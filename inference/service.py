@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from inference.backends import model_file
 from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
-from inference.config import Delivery, Settings
+from inference.config import Delivery, Settings, available_cores
 from inference.detector import DetectorConfig, DetectOutput, checkpoint_imgsz, resolve_backend, resolve_device
 from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
 from inference.logs import log_event
@@ -57,7 +57,7 @@ def worker_name() -> str:
 
 def detector_config(settings: Settings) -> DetectorConfig:
     """Resolve what the pool processes load; exports the weights here, once, when the backend needs it."""
-    cores = max(1, len(os.sched_getaffinity(0)))
+    cores = available_cores()
     processes = settings.worker.processes
     device = resolve_device(settings.model.device)
     backend = resolve_backend(settings.model.backend, device)

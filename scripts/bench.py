@@ -7,15 +7,17 @@ On one fixed set of generated frames it measures
 1. model-only bound: decode + predict in P spawned pool processes on preloaded bytes, per backend;
 2. pipeline: frames in the local S3, tasks on the local Kafka, one replica x P processes of
    `python -m inference`, from the first task produced until every result is on the topic,
-   per backend, at full load and at 50% load; two replicas x one process (group scaling);
+   per backend, at full load and at 50% load; one against two replicas of one process, each
+   pinned to a core of its own (group scaling);
    and exactly_once against at_least_once delivery;
 3. naive baseline: one replica that takes one frame at a time (fetch, detect, publish, commit)
    with the torch backend and torch's default threads, the style of a first attempt;
 4. memory drift: resident memory of a replica and its pool over a long run, after warm-up;
 and prints frames/s, the ratios, end-to-end latency percentiles (Kafka timestamps of task
-and result), CPU utilisation and resident memory per process, and plots throughput and
-latency over time of the full-load pipeline runs to out/bench.png. Ratios from one run on
-one machine are the numbers to compare; absolute frames/s depend on the machine.
+and result), CPU utilisation, CPU time per frame (worker, pool, local Kafka + S3), resident
+memory per process, and plots throughput and latency over time of the full-load pipeline
+runs to out/bench.png. Ratios from one run on one machine are the numbers to compare;
+absolute frames/s depend on the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
 import statistics
@@ -50,7 +53,28 @@ from scripts import devstack
 from scripts.synthetic import make_frame
 
 MODEL = devstack.REPO_ROOT / "weights" / "best.pt"
-VIDEOS = 12  # tasks are keyed by video: enough videos to spread over all 6 partitions
+PARTITIONS = 6
+VIDEOS_PER_PARTITION = 2
+
+
+def balanced_video_ids() -> list[str]:
+    """Video ids that Kafka's default partitioner spreads evenly, VIDEOS_PER_PARTITION per partition.
+
+    Tasks are keyed by video, so a hash-skewed set of ids loads one replica more than another and
+    caps the group-scaling ratio by luck rather than by the worker.
+    """
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner, partitions = DefaultPartitioner(), list(range(PARTITIONS))
+    chosen: dict[int, list[str]] = {p: [] for p in partitions}
+    i = 0
+    while any(len(ids) < VIDEOS_PER_PARTITION for ids in chosen.values()):
+        video_id = f"bench-{i}"
+        ids = chosen[partitioner(video_id.encode(), partitions, partitions)]
+        if len(ids) < VIDEOS_PER_PARTITION:
+            ids.append(video_id)
+        i += 1
+    return [video_id for p in partitions for video_id in chosen[p]]
 
 
 @dataclass
@@ -62,6 +86,8 @@ class Measure:
     cpu_percent: float = 0.0
     rss_mb: dict[str, float] = field(default_factory=dict)
     rss_drift_pct: float | None = None
+    # CPU milliseconds per frame: worker main processes, pool processes, Kafka broker + S3 server.
+    cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
     # (seconds since the first task, end-to-end latency ms) per result, for the plot.
     timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
@@ -121,7 +147,11 @@ async def stage(env: dict[str, str], data: list[bytes], tag: str) -> list[tuple[
     admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
     await admin.start()
     await admin.create_topics(
-        [NewTopic(f"{tag}-tasks", 6, 1), NewTopic(f"{tag}-results", 6, 1), NewTopic(f"{tag}-dlq", 1, 1)]
+        [
+            NewTopic(f"{tag}-tasks", PARTITIONS, 1),
+            NewTopic(f"{tag}-results", PARTITIONS, 1),
+            NewTopic(f"{tag}-dlq", 1, 1),
+        ]
     )
     await admin.close()
     session = aioboto3.Session(
@@ -129,10 +159,10 @@ async def stage(env: dict[str, str], data: list[bytes], tag: str) -> list[tuple[
         aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
         region_name="us-east-1",
     )
-    records = []
+    records, videos = [], balanced_video_ids()
     async with session.client("s3", endpoint_url=env["S3_ENDPOINT_URL"]) as s3:
         for i, body in enumerate(data):
-            video, key = f"bench-{i % VIDEOS}", f"bench/{tag}/{i:06d}.jpg"
+            video, key = videos[i % len(videos)], f"bench/{tag}/{i:06d}.jpg"
             await s3.put_object(Bucket="frames", Key=key, Body=body)
             task = {"video_id": video, "frame_id": i, "s3_key": key, "total_frames": len(data)}
             records.append((video.encode(), orjson.dumps(task)))
@@ -231,12 +261,20 @@ def rss_of(procs: list[psutil.Process]) -> dict[str, float]:
 
 
 def start_replicas(
-    env: dict[str, str], command: list[str], replicas: int, log_dir: Path
+    env: dict[str, str], command: list[str], replicas: int, log_dir: Path, pin: bool = False
 ) -> list[subprocess.Popen[bytes]]:
+    """Start the replicas; `pin` gives replica i core i alone, as a one-CPU container would have."""
+    cores = sorted(os.sched_getaffinity(0))
     procs = []
     for i in range(replicas):
+        core = {cores[i % len(cores)]}
+        pin_core = functools.partial(os.sched_setaffinity, 0, core) if pin else None
         with (log_dir / f"{command[-1]}-{i}.log").open("ab") as log:
-            procs.append(subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *command], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin_core
+                )
+            )
     return procs
 
 
@@ -252,7 +290,7 @@ def wait_joined(log_dir: Path, pattern: str, replicas: int) -> None:
 
 def pipeline_run(
     env: dict[str, str], data: list[bytes], name: str, command: list[str], replicas: int, extra: dict[str, str],
-    rate: float | None = None,
+    rate: float | None = None, pin: bool = False,
 ) -> Measure:  # fmt: skip
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     records = asyncio.run(stage(env, data, tag))
@@ -271,15 +309,17 @@ def pipeline_run(
         "MODEL_PATH": str(MODEL),
     }
     log_dir = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
-    procs = start_replicas(run_env, command, replicas, log_dir)
+    procs = start_replicas(run_env, command, replicas, log_dir, pin)
     try:
         wait_joined(log_dir, f"{command[-1]}-*.log", replicas)
         watched = [psutil.Process(p.pid) for p in procs]
         psutil.cpu_percent()
+        before = cpu_seconds(watched)
         with RssSampler(watched) as sampler:
             asyncio.run(produce(env, f"{tag}-tasks", records, rate))
             seconds, timeline = asyncio.run(await_results(env, f"{tag}-tasks", f"{tag}-results", len(data)))
         cpu = psutil.cpu_percent()
+        after = cpu_seconds(watched)
         rss = rss_of(watched)
     finally:
         for proc in procs:
@@ -287,16 +327,40 @@ def pipeline_run(
         for proc in procs:
             proc.wait(timeout=120)
     latencies = percentiles([ms for _, ms in timeline])
-    return Measure(name, len(data), seconds, latencies, cpu, rss, sampler.drift_pct(), timeline)
+    per_frame = {k: round(1000 * (after[k] - before[k]) / len(data), 2) for k in after}
+    return Measure(name, len(data), seconds, latencies, cpu, rss, sampler.drift_pct(), per_frame, timeline)
+
+
+def is_stack_server(cmdline: list[str]) -> bool:
+    """The local stack's Kafka broker or SeaweedFS server (scripts/devstack.py)."""
+    return "kafka.Kafka" in cmdline or (bool(cmdline) and Path(cmdline[0]).name == "weed")
+
+
+def cpu_seconds(replicas: list[psutil.Process]) -> dict[str, float]:
+    """CPU time so far of the replicas' main processes, of their pools, and of the local stack."""
+
+    def used(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    pools = [child for r in replicas for child in psutil.Process(r.pid).children(recursive=True)]
+    stack = [p for p in psutil.process_iter(["cmdline"]) if is_stack_server(p.info["cmdline"] or [])]
+    return {"main": used(replicas), "pool": used(pools), "kafka+s3": used(stack)}
 
 
 def table(measures: list[Measure]) -> str:
-    lines = [f"{'run':34} {'frames/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'cpu %':>6}  rss MB"]
+    lines = [f"{'run':34} {'frames/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'cpu %':>6} "
+             f"{'cpu ms/frame main/pool/stack':>28}  rss MB"]  # fmt: skip
     for m in measures:
         lat = m.latency_ms
         rss = " ".join(f"{k}={v:.0f}" for k, v in m.rss_mb.items())
+        cpu = "/".join(f"{v:.1f}" for v in m.cpu_ms_per_frame.values())
         lines.append(f"{m.name:34} {m.fps:9.2f} {lat.get('p50', 0):8.0f} {lat.get('p95', 0):8.0f} "
-                     f"{lat.get('p99', 0):8.0f} {m.cpu_percent:6.0f}  {rss}")  # fmt: skip
+                     f"{lat.get('p99', 0):8.0f} {m.cpu_percent:6.0f} {cpu:>28}  {rss}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -341,10 +405,11 @@ def run_all(env: dict[str, str], data: list[bytes], args: argparse.Namespace) ->
                 half.latency_ms.get("p99", 0) / (1000 / bound.fps * p), 3
             )
             print(table(measures), flush=True)  # noqa: T201
-        one = next(m for m in measures if m.name == f"pipeline {backend} R=1 P=1")
-        two = pipeline_run(env, data, f"pipeline {backend} R=2 P=1", pipeline, 2,
-                           {"WORKER_PROCESSES": "1", "MODEL_BACKEND": backend})  # fmt: skip
-        measures.append(two)
+        # Group scaling: one core per replica (as one-CPU containers), one replica against two.
+        one_core = {"WORKER_PROCESSES": "1", "MODEL_BACKEND": backend}
+        one = pipeline_run(env, data, f"pipeline {backend} R=1 P=1 1 core", pipeline, 1, one_core, pin=True)
+        two = pipeline_run(env, data, f"pipeline {backend} R=2 P=1 1 core each", pipeline, 2, one_core, pin=True)
+        measures += [one, two]
         ratios[f"R=2 P=1 / R=1 P=1 {backend}"] = round(two.fps / one.fps, 3)
     best = max(args.processes)
     for delivery in ("at_least_once", "exactly_once"):

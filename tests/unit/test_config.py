@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from inference.config import ConfigError, KafkaSettings, ModelSettings, S3Settings, WorkerSettings, build
+from inference.config import (
+    ConfigError,
+    KafkaSettings,
+    ModelSettings,
+    S3Settings,
+    WorkerSettings,
+    available_cores,
+    build,
+)
 
 ALL_VARS = [
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC", "KAFKA_GROUP_ID",
@@ -94,3 +103,15 @@ def test_the_cli_fails_with_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "WORKER_PROCESSES" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"),
+    [(None, None), ("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 2), ("50000 100000\n", 1)],
+)
+def test_available_cores_honours_a_cgroup_quota(tmp_path: Path, cpu_max: str | None, cap: int | None) -> None:
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores(path) == (affinity if cap is None else min(affinity, cap))
