@@ -7,10 +7,13 @@ Python data, so no numpy array crosses the process boundary.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import struct
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ class DetectorConfig:
     iou: float
     threads: int
     max_pixels: int
+    # The replica's pid, taken where the config is built: pool processes die with it.
+    parent_pid: int = field(default_factory=os.getpid)
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ def init_process(config: DetectorConfig) -> None:
     """Pool initializer: pin the thread count, load the model once, warm it up."""
     import cv2
 
+    _die_with_parent(config.parent_pid)
     # processes x threads <= cores: oversubscribed BLAS threads are the classic CPU slowdown.
     os.environ["OMP_NUM_THREADS"] = str(config.threads)
     configure_runtime(config.backend, config.threads)
@@ -105,6 +111,20 @@ def init_process(config: DetectorConfig) -> None:
     _State.config = config
     warmup = np.zeros((config.imgsz, config.imgsz, 3), dtype=np.uint8)
     _predict(warmup)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when the replica dies, even by SIGKILL.
+
+    Otherwise pool processes of a killed replica live on, each holding a loaded model (~0.4 GB),
+    until the host runs out of memory.
+    """
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the replica died before the line above took effect
+        os._exit(1)
 
 
 def image_size(data: bytes) -> tuple[int, int]:

@@ -115,7 +115,12 @@ def test_kill_9_mid_stream_loses_nothing(stack: Endpoints, topics: Topics, start
     doomed = start_worker()
     doomed.wait_started()
     wait_for(lambda: doomed_progress(stack, topics) >= 10, 120, "some results before the kill")
+    pool = psutil.Process(doomed.proc.pid).children(recursive=True)
+    assert pool, "the replica has no pool processes to watch"
     doomed.kill()
+    # Orphaned pool processes would each keep a model in memory until the host runs out.
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in pool), 30,
+             "the killed replica's pool processes to exit")  # fmt: skip
     survivor = start_worker()
     survivor.wait_started()
     frames = distinct_frames(results_for(stack, topics, expected=120))
