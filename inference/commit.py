@@ -121,7 +121,7 @@ class AtLeastOnceCheckpoint(Checkpoint):
 
 class TransactionalCheckpoint(Checkpoint):
     def __init__(
-        self, consumer: AIOKafkaConsumer, metrics: Metrics, settings: KafkaSettings, interval_s: float = 0.5
+        self, consumer: AIOKafkaConsumer, metrics: Metrics, settings: KafkaSettings, interval_s: float
     ) -> None:
         super().__init__(consumer, metrics, interval_s)
         self._settings = settings

@@ -14,9 +14,11 @@ METRIC_NAMES = (
     "inference_consumer_lag",
     "inference_transactions_total",
     "inference_dlq_messages_total",
+    "inference_event_loop_lag_seconds",
 )
 STAGES = ("fetch", "queue", "detect", "publish", "end_to_end")
 # From a few ms (a cached fetch) to a minute (a frame stuck behind a pool restart).
+_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -44,6 +46,10 @@ class Metrics:
         )  # fmt: skip
         self.transactions = Counter("inference_transactions", "Kafka transactions by outcome.", ["outcome"], registry=r)
         self.dlq_messages = Counter("inference_dlq_messages", "Unreadable tasks sent to the DLQ.", registry=r)
+        self.loop_lag = Histogram(
+            "inference_event_loop_lag_seconds", "How late the event loop wakes a timer: a stall delays every frame.",
+            buckets=_LAG_BUCKETS_S, registry=r,
+        )  # fmt: skip
 
     def frame_done(self, status: str, code: str = "") -> None:
         self.frames.labels(status=status, code=code).inc()

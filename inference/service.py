@@ -24,7 +24,14 @@ from aiokafka.errors import KafkaError
 from inference.backends import model_file
 from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
 from inference.config import Delivery, Settings, available_cores
-from inference.detector import DetectorConfig, DetectOutput, checkpoint_imgsz, resolve_backend, resolve_device
+from inference.detector import (
+    DetectorConfig,
+    DetectOutput,
+    checkpoint_imgsz,
+    freeze_startup_heap,
+    resolve_backend,
+    resolve_device,
+)
 from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
 from inference.logs import log_event
 from inference.messages import (
@@ -47,6 +54,8 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 # /healthz fails when the consume loop has not turned for this long (a blocked event loop).
 LOOP_STALL_S = 30.0
+# How often the loop-lag probe wakes; its oversleep is the event loop's delay to every frame.
+LOOP_PROBE_S = 0.05
 # Finished-but-uncommitted frames a partition may hold, in multiples of the in-flight bound.
 BACKLOG_PER_LIMIT = 20
 
@@ -146,12 +155,21 @@ class Worker:
             self._consumer.subscribe([settings.kafka.tasks_topic], listener=_Rebalance(self))
             await self._consumer.start()
             stack.push_async_callback(self._consumer.stop)
+            freeze_startup_heap()
+            probe = asyncio.create_task(self._watch_loop_lag())
+            stack.callback(probe.cancel)
             if self._on_ready:
                 self._on_ready()
             await self._consume()
             await self._drain(set(self._tasks))
             await self._checkpoint.commit()
         log_event(logger, logging.INFO, "worker_stopped", **self.counts)
+
+    async def _watch_loop_lag(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.metrics.loop_lag.observe(max(0.0, time.perf_counter() - before - LOOP_PROBE_S))
 
     def healthy(self) -> Probe:
         if time.monotonic() - self._loop_tick > LOOP_STALL_S:
@@ -172,7 +190,7 @@ class Worker:
     async def _new_checkpoint(self, consumer: AIOKafkaConsumer) -> Checkpoint:
         kafka = self._settings.kafka
         if kafka.delivery is Delivery.EXACTLY_ONCE:
-            return TransactionalCheckpoint(consumer, self.metrics, kafka)
+            return TransactionalCheckpoint(consumer, self.metrics, kafka, kafka.transaction_interval_ms / 1000)
         publisher = Publisher(kafka)
         await publisher.start()
         return AtLeastOnceCheckpoint(consumer, self.metrics, publisher)

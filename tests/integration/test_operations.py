@@ -59,6 +59,12 @@ def test_metrics_probes_and_logs_during_a_run(
     assert got[("inference_stage_seconds_count", frozenset({("stage", "end_to_end")}))] == 11
     assert got[("inference_pool_processes_alive", frozenset())] == 1
     assert got[("inference_model_load_seconds", frozenset())] > 0
+    assert got[("inference_event_loop_lag_seconds_count", frozenset())] > 0
+    # Under a second late on average: the probe saw a loop that turns.
+    assert (
+        got[("inference_event_loop_lag_seconds_sum", frozenset())]
+        < got[("inference_event_loop_lag_seconds_count", frozenset())]
+    )
     wait_for(lambda: any(name == "inference_consumer_lag" for name, _ in samples(port)), 30, "a consumer lag sample")
     lines = [line for line in worker.log_lines() if line.get("event") == "frame_failed"]
     assert lines

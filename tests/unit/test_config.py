@@ -9,6 +9,7 @@ import pytest
 
 from inference.config import (
     ConfigError,
+    Delivery,
     KafkaSettings,
     ModelSettings,
     S3Settings,
@@ -21,7 +22,7 @@ ALL_VARS = [
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC", "KAFKA_GROUP_ID",
     "S3_ENDPOINT_URL", "S3_FRAMES_BUCKET", "MODEL_PATH", "MODEL_CONF", "MODEL_IOU", "MODEL_IMGSZ",
     "MODEL_DEVICE", "MODEL_BACKEND", "WORKER_PROCESSES", "WORKER_MAX_IN_FLIGHT", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS",
-    "METRICS_PORT",
+    "METRICS_PORT", "KAFKA_DELIVERY", "KAFKA_TRANSACTION_INTERVAL_MS",
 ]  # fmt: skip
 
 
@@ -43,6 +44,7 @@ def test_defaults_match_the_design() -> None:
         "inference_tasks.dlq",
         "inference-group",
     )
+    assert (kafka.delivery, kafka.transaction_interval_ms) == (Delivery.EXACTLY_ONCE, 100)
     s3 = build(S3Settings)
     assert s3.frames_bucket == "frames"
     assert s3.endpoint_url is None
@@ -80,6 +82,8 @@ def test_env_file_is_read(tmp_path: Path) -> None:
         (ModelSettings, "MODEL_BACKEND", "tensorrt"),
         (S3Settings, "S3_ENDPOINT_URL", "localhost:8333"),
         (KafkaSettings, "KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON"),
+        (KafkaSettings, "KAFKA_DELIVERY", "at_most_once"),
+        (KafkaSettings, "KAFKA_TRANSACTION_INTERVAL_MS", "0"),
     ],
 )
 def test_a_wrong_setting_fails_naming_the_variable(
