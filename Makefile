@@ -46,4 +46,4 @@ clean:
 	rm -rf $(VENV) .dev-stack .cache
 
 bench: install
-	$(PY) -m scripts.bench
+	$(PY) -m scripts.bench --frames 400

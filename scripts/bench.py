@@ -388,13 +388,13 @@ def cpu_seconds(replicas: list[psutil.Process]) -> dict[str, float]:
 
 
 def table(measures: list[Measure]) -> str:
-    lines = [f"{'run':34} {'frames/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'cpu %':>6} "
+    lines = [f"{'run':40} {'frames/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'cpu %':>6} "
              f"{'cpu ms/frame main/pool/stack':>28}  rss MB"]  # fmt: skip
     for m in measures:
         lat = m.latency_ms
         rss = " ".join(f"{k}={v:.0f}" for k, v in m.rss_mb.items())
         cpu = "/".join(f"{v:.1f}" for v in m.cpu_ms_per_frame.values())
-        lines.append(f"{m.name:34} {m.fps:9.2f} {lat.get('p50', 0):8.0f} {lat.get('p95', 0):8.0f} "
+        lines.append(f"{m.name:40} {m.fps:9.2f} {lat.get('p50', 0):8.0f} {lat.get('p95', 0):8.0f} "
                      f"{lat.get('p99', 0):8.0f} {m.cpu_percent:6.0f} {cpu:>28}  {rss}")  # fmt: skip
     return "\n".join(lines)
 
