@@ -39,7 +39,7 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: SecretStr | None = None
-    # exactly_once measured at 0.95-1.09x the throughput of at_least_once (scripts/bench.py), so
+    # exactly_once measured at 0.91-1.09x the throughput of at_least_once (scripts/bench.py), so
     # it is the default; at_least_once answers sooner (no wait for the transaction).
     delivery: Delivery = Delivery.EXACTLY_ONCE
     # exactly_once: how often each partition's finished prefix is committed in a transaction; the
