@@ -9,7 +9,7 @@ On one fixed set of generated frames it measures
    `python -m inference`, from the first task produced until every result is on the topic,
    per backend at full and 50% load with at_least_once delivery (each answer published at
    once, so the latency is the worker's own); one against two replicas of one process, each
-   pinned to a core of its own (group scaling); exactly_once (the default) against
+   pinned to a core of its own (group scaling); exactly_once against
    at_least_once, at full and 50% load;
 3. naive baseline: one replica that takes one frame at a time (fetch, detect, publish, commit)
    with the torch backend and torch's default threads, the style of a first attempt;
@@ -55,7 +55,7 @@ from scripts.synthetic import make_frame
 
 MODEL = devstack.REPO_ROOT / "weights" / "best.pt"
 # The backend and scaling runs publish each answer at once (at_least_once), so their latency is
-# the worker's own; exactly_once (the default) holds answers for the transaction, measured apart.
+# the worker's own; exactly_once holds answers for the transaction, measured apart.
 PER_FRAME = {"KAFKA_DELIVERY": "at_least_once"}
 PARTITIONS = 6
 VIDEOS_PER_PARTITION = 2

@@ -95,8 +95,7 @@ def test_every_task_gets_one_ok_result_equal_to_ultralytics(
 def test_two_replicas_share_the_partitions_and_answer_each_task_once(
     stack: Endpoints, topics: Topics, start_worker: StartWorker
 ) -> None:
-    # at_least_once here and in the kill test below; the default (exactly_once) everywhere else.
-    first, second = start_worker(KAFKA_DELIVERY="at_least_once"), start_worker(KAFKA_DELIVERY="at_least_once")
+    first, second = start_worker(), start_worker()
     first.wait_started()
     second.wait_started()
     wait_for(lambda: len(first.assignments()) == 3 and len(second.assignments()) == 3, 60, "a balanced group")
@@ -113,7 +112,7 @@ def test_two_replicas_share_the_partitions_and_answer_each_task_once(
 def test_kill_9_mid_stream_loses_nothing(stack: Endpoints, topics: Topics, start_worker: StartWorker) -> None:
     videos = {"cam-x": 60, "cam-y": 60}
     asyncio.run(stage_videos(stack, topics, videos))
-    doomed = start_worker(KAFKA_DELIVERY="at_least_once")
+    doomed = start_worker()
     doomed.wait_started()
     wait_for(lambda: doomed_progress(stack, topics) >= 10, 120, "some results before the kill")
     pool = psutil.Process(doomed.proc.pid).children(recursive=True)
@@ -122,7 +121,7 @@ def test_kill_9_mid_stream_loses_nothing(stack: Endpoints, topics: Topics, start
     # Orphaned pool processes would each keep a model in memory until the host runs out.
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in pool), 30,
              "the killed replica's pool processes to exit")  # fmt: skip
-    survivor = start_worker(KAFKA_DELIVERY="at_least_once")
+    survivor = start_worker()
     survivor.wait_started()
     frames = distinct_frames(results_for(stack, topics, expected=120))
     assert frames == {(vid, i) for vid, n in videos.items() for i in range(n)}
