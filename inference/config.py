@@ -131,14 +131,10 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, cores)
 
 
-def _default_processes() -> int:
-    return available_cores()
-
-
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="WORKER_")
 
-    processes: int = Field(default_factory=_default_processes, ge=1, le=256)
+    processes: int = Field(default_factory=available_cores, ge=1, le=256)
     max_in_flight: int | None = Field(None, ge=1, le=10000)
     frame_timeout_s: float = Field(60.0, gt=0)
     frame_attempts: int = Field(3, ge=1, le=10)

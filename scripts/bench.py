@@ -49,6 +49,7 @@ import psutil
 
 from inference import detector
 from inference.backends import Backend, model_file
+from inference.config import available_cores
 from inference.detector import DetectorConfig, checkpoint_imgsz
 from scripts import devstack
 from scripts.synthetic import make_frame
@@ -135,7 +136,7 @@ def frames(n: int, width: int = 640, height: int = 360) -> list[bytes]:
 
 
 def model_only(data: list[bytes], processes: int, backend: Backend) -> Measure:
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()  # as the worker sizes its pool threads
     imgsz = checkpoint_imgsz(MODEL)
     config = DetectorConfig(str(model_file(MODEL, backend, imgsz)), backend, "cpu", imgsz, 0.25, 0.45,
                             max(1, cores // processes), 10**8)  # fmt: skip
