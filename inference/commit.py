@@ -163,7 +163,7 @@ class TransactionalCheckpoint(Checkpoint):
     async def _commit_partition(self, tp: TopicPartition, point: int) -> bool:
         """Steps, for one partition:
         1. begin a transaction on the partition's own producer;
-        2. produce the answers below the commit point, in offset order;
+        2. produce the answers below the commit point, in offset order, and see each accepted;
         3. add the commit point to the transaction (send_offsets_to_transaction);
         4. commit the transaction: answers and offset become visible together, or neither;
         5. only then forget the offsets below the point.
@@ -175,9 +175,16 @@ class TransactionalCheckpoint(Checkpoint):
         offsets = self.partitions[tp]
         try:
             await producer.begin_transaction()
-            for record in offsets.peek(point):
+            deliveries = [
                 await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+                for record in offsets.peek(point)
+            ]
             await producer.send_offsets_to_transaction({tp: point}, self._settings.group_id)
+            # aiokafka's commit_transaction does not look at the records: it commits even when some
+            # failed (across a broker restart, a batch left without a leader for request_timeout_ms
+            # expires, and every later one is rejected as OutOfOrderSequenceNumber), and the
+            # offsets would then pass answers that were never written.
+            await _delivered(deliveries)
             await producer.commit_transaction()
         except ProducerFenced:
             self._fenced.add(tp)
@@ -251,6 +258,15 @@ class TransactionalCheckpoint(Checkpoint):
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 await producer.stop()
+
+
+async def _delivered(deliveries: list[asyncio.Future[Any]]) -> None:
+    """Wait until the broker has answered for every record; raise the first rejection."""
+    # Every outcome is collected, so no failed record is left behind as an unretrieved exception.
+    outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+    rejected = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+    if rejected is not None:
+        raise rejected
 
 
 def _names(points: dict[TopicPartition, int]) -> list[str]:

@@ -44,7 +44,7 @@ def test_defaults_match_the_design() -> None:
         "inference_tasks.dlq",
         "inference-group",
     )
-    assert (kafka.delivery, kafka.transaction_interval_ms) == (Delivery.AT_LEAST_ONCE, 500)
+    assert (kafka.delivery, kafka.transaction_interval_ms) == (Delivery.AT_LEAST_ONCE, 100)
     s3 = build(S3Settings)
     assert s3.frames_bucket == "frames"
     assert s3.endpoint_url is None
