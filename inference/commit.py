@@ -44,22 +44,47 @@ class Checkpoint(ABC):
         self._metrics = metrics
         self._interval_s = interval_s
         self._last_commit = time.monotonic()
+        # Commits run in their own task beside the consume loop, and rebalances revoke partitions
+        # from aiokafka's: one cycle, assignment or revocation at a time, never two transactions
+        # on one producer.
+        self._lock = asyncio.Lock()
         self.partitions: dict[TopicPartition, PartitionOffsets[Outgoing]] = {}
 
     async def assign(self, partitions: set[TopicPartition]) -> None:
+        # Tracked at once, before any wait: aiokafka fetches for new partitions while this runs,
+        # and a record of an untracked partition is taken for a revoked one and skipped. A cycle
+        # holding the lock now listed its partitions before these; the next waits for them.
         for tp in partitions:
             self.partitions[tp] = PartitionOffsets()
+        async with self._lock:
+            await self._assigned(partitions)
 
     async def forget(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            self.partitions.pop(tp, None)
+        async with self._lock:
+            for tp in partitions:
+                self.partitions.pop(tp, None)
+            await self._forgotten(partitions)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Make the contiguous finished prefix of each partition durable; return what was committed."""
+        async with self._lock:
+            return await self._commit(only)
+
+    @abstractmethod
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        """Per-mode work for newly assigned partitions, under the lock."""
+
+    @abstractmethod
+    async def _forgotten(self, partitions: set[TopicPartition]) -> None:
+        """Per-mode work for partitions given up, under the lock."""
 
     @abstractmethod
     async def close(self) -> None:
         """Release the producers; the last commit happened before."""
 
-    def due(self) -> bool:
-        return time.monotonic() - self._last_commit >= self._interval_s
+    def until_due(self) -> float:
+        """Seconds until the next commit cycle."""
+        return max(0.0, self._interval_s - (time.monotonic() - self._last_commit))
 
     @abstractmethod
     async def deliver(
@@ -68,8 +93,8 @@ class Checkpoint(ABC):
         """Hand over the answer to the task at `offset`; afterwards the offset counts as finished."""
 
     @abstractmethod
-    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Make the contiguous finished prefix of each partition durable; return what was committed."""
+    async def _commit(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
+        """One commit cycle, under the lock."""
 
     def _ready(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
         self._last_commit = time.monotonic()
@@ -90,6 +115,12 @@ class AtLeastOnceCheckpoint(Checkpoint):
     async def close(self) -> None:
         await self._publisher.stop()
 
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        """Nothing per partition: one shared idempotent producer serves them all."""
+
+    async def _forgotten(self, partitions: set[TopicPartition]) -> None:
+        """Nothing per partition: the shared producer stays."""
+
     async def deliver(
         self, offsets: PartitionOffsets[Outgoing], offset: int, record: Outgoing, describe: dict[str, object]
     ) -> None:
@@ -97,7 +128,7 @@ class AtLeastOnceCheckpoint(Checkpoint):
         # Only now, with the broker's ack in hand, may the commit point pass this offset.
         offsets.finish(offset)
 
-    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+    async def _commit(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
         """Steps:
         1. for every tracked partition (or those in `only`), the commit point: the first offset
            whose answer is not yet acknowledged;
@@ -133,13 +164,11 @@ class TransactionalCheckpoint(Checkpoint):
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._settings.group_id}-{tp.topic}-{tp.partition}"
 
-    async def assign(self, partitions: set[TopicPartition]) -> None:
-        await super().assign(partitions)
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
         # Before the consumer fetches the committed offset: starting fences the previous owner.
         await asyncio.gather(*(self._start_producer(tp, attempts=None) for tp in partitions))
 
-    async def forget(self, partitions: set[TopicPartition]) -> None:
-        await super().forget(partitions)
+    async def _forgotten(self, partitions: set[TopicPartition]) -> None:
         await asyncio.gather(*(self._stop_producer(tp) for tp in partitions))
         self._fenced -= partitions
         for tp in partitions:
@@ -153,7 +182,7 @@ class TransactionalCheckpoint(Checkpoint):
     ) -> None:
         offsets.finish(offset, record)
 
-    async def commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+    async def _commit(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
         broken = [tp for tp in self.partitions if tp not in self._producers and tp not in self._fenced]
         await asyncio.gather(*(self._recover(tp) for tp in broken if only is None or tp in only))
         points = {tp: p for tp, p in self._ready(only).items() if tp in self._producers}

@@ -117,6 +117,7 @@ class Worker:
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._joined = False
         self._loop_tick = time.monotonic()
+        self._commit_started: float | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -160,7 +161,9 @@ class Worker:
             stack.callback(probe.cancel)
             if self._on_ready:
                 self._on_ready()
-            await self._consume()
+            async with asyncio.TaskGroup() as loops:
+                loops.create_task(self._consume())
+                loops.create_task(self._commit_periodically())
             await self._drain(set(self._tasks))
             await self._checkpoint.commit()
         log_event(logger, logging.INFO, "worker_stopped", **self.counts)
@@ -174,6 +177,8 @@ class Worker:
     def healthy(self) -> Probe:
         if time.monotonic() - self._loop_tick > LOOP_STALL_S:
             return Probe(False, f"consume loop has not turned for {LOOP_STALL_S:.0f}s")
+        if self._commit_started is not None and time.monotonic() - self._commit_started > LOOP_STALL_S:
+            return Probe(False, f"a commit cycle has run for over {LOOP_STALL_S:.0f}s")
         if self._pool is not None and self._pool.loaded and not self._pool.alive():
             return Probe(False, "detector pool is down")
         return Probe(True, "alive")
@@ -209,7 +214,7 @@ class Worker:
 
     async def _consume(self) -> None:
         """Three outcomes only: records are admitted, a Kafka error is logged and backed off, or we stop."""
-        consumer, checkpoint = self._require_consumer()
+        consumer, _ = self._require_consumer()
         while not self._stopping.is_set():
             self._loop_tick = time.monotonic()
             try:
@@ -222,8 +227,21 @@ class Worker:
                 self._admit(tp, records)
             self._apply_backpressure()
             self._record_lag(consumer)
-            if checkpoint.due():
+
+    async def _commit_periodically(self) -> None:
+        """The commit cycle in its own task: polling never waits on a commit's round trips.
+
+        Inline, an exactly_once cycle (a transaction per partition, four round trips each)
+        held back every new task by its whole duration, ten times a second.
+        """
+        _, checkpoint = self._require_consumer()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), checkpoint.until_due())
+            if not self._stopping.is_set():
+                self._commit_started = time.monotonic()
                 await checkpoint.commit()
+                self._commit_started = None
 
     def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Lag = end of the partition (last stable offset: we read committed) - next offset we take."""
