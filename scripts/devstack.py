@@ -235,6 +235,8 @@ def start_s3(state_dir: Path, port: int) -> int:
         str(weed), "server", f"-dir={s3_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-s3", f"-s3.port={port}", f"-s3.config={s3_dir / 's3.json'}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
+        # Volumes up to what the disk holds: the default of 8 (512 MB here) fills after some bench runs.
+        "-volume.max=0",
         *(f"-{name}={value}" for name, value in internal.items()),
     ]  # fmt: skip
     with (s3_dir / "weed.log").open("ab") as log:
