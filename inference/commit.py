@@ -44,9 +44,9 @@ class Checkpoint(ABC):
         self._metrics = metrics
         self._interval_s = interval_s
         self._last_commit = time.monotonic()
-        # Commits run in their own task beside the consume loop, and rebalances revoke partitions
-        # from aiokafka's: one cycle, assignment or revocation at a time, never two transactions
-        # on one producer.
+        # Commits run in their own task beside the consume loop, and rebalances assign and revoke
+        # partitions from aiokafka's coordinator task: one cycle, assignment or revocation at a
+        # time, so never two transactions on one producer.
         self._lock = asyncio.Lock()
         self.partitions: dict[TopicPartition, PartitionOffsets[Outgoing]] = {}
 

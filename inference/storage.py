@@ -142,13 +142,13 @@ class FrameStore:
 
     async def _read_body(self, response: aiohttp.ClientResponse, where: str) -> bytes:
         # The size is known from the headers before the body is read; a chunked answer is counted as it comes.
-        if (response.content_length or 0) > self._max_frame_bytes:
-            size = response.content_length
-            raise FrameTooLarge(f"{where} is {size} bytes, over the limit of {self._max_frame_bytes}")
-        chunks, size = [], 0
+        declared = response.content_length or 0
+        if declared > self._max_frame_bytes:
+            raise FrameTooLarge(f"{where} is {declared} bytes, over the limit of {self._max_frame_bytes}")
+        chunks, received = [], 0
         async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > self._max_frame_bytes:
+            received += len(chunk)
+            if received > self._max_frame_bytes:
                 raise FrameTooLarge(f"{where} is over the limit of {self._max_frame_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
