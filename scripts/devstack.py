@@ -35,6 +35,8 @@ TOPIC_PARTITIONS = {
 FRAMES_BUCKET = "frames"
 KAFKA_STOP_S = 30.0
 WEED_STOP_S = 5.0
+# Where SeaweedFS puts its local sockets: fixed in SeaweedFS, whatever TMPDIR says.
+WEED_SOCKET_DIR = Path("/tmp")  # noqa: S108
 READY_TIMEOUT_S = 120.0
 
 
@@ -232,13 +234,19 @@ def start_s3(state_dir: Path, port: int) -> int:
         )
     }  # fmt: skip
     args = [
-        str(weed), "server", f"-dir={s3_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        str(weed), "-logtostderr", "server", f"-dir={s3_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-s3", f"-s3.port={port}", f"-s3.config={s3_dir / 's3.json'}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
         # Volumes up to what the disk holds: the default of 8 (512 MB here) fills after some bench runs.
         "-volume.max=0",
         *(f"-{name}={value}" for name, value in internal.items()),
     ]  # fmt: skip
+    # SeaweedFS leaves its local sockets in /tmp (-logtostderr keeps its log files out of there):
+    # remembered here, removed on stop, or every test run would leave a dozen behind.
+    names = [f"{name.split('.')[0]}-grpc-{port}" for name, port in internal.items() if name.endswith(".grpc")]
+    names += [f"s3-{port}", f"filer-{internal['filer.port']}"]
+    sockets = [str(WEED_SOCKET_DIR / f"seaweedfs-{name}.sock") for name in names]
+    (s3_dir / "sockets.json").write_text(json.dumps(sockets))
     with (s3_dir / "weed.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _CHILDREN[proc.pid] = proc
@@ -381,12 +389,21 @@ def _stop(pid: int, grace_s: float) -> None:
     _CHILDREN.pop(pid, None)
 
 
+def _stop_s3(state_dir: Path, pid: int) -> None:
+    _stop(pid, WEED_STOP_S)
+    listed = state_dir / "s3" / "sockets.json"
+    for name in json.loads(listed.read_text()) if listed.exists() else []:
+        path = Path(name)
+        if path.is_socket():
+            path.unlink()
+
+
 def down(state_dir: Path) -> None:
     """Stop both servers (SeaweedFS ignores SIGTERM for a while: bounded wait, then SIGKILL)."""
     info = read_state(state_dir)
     if info is None:
         return
-    _stop(info.s3_pid, WEED_STOP_S)
+    _stop_s3(state_dir, info.s3_pid)
     _stop(info.kafka_pid, KAFKA_STOP_S)
     for port in (info.kafka_port, info.s3_port):
         wait_until(lambda p=port: not port_open(p), 15.0, f"port {port} to close")
@@ -401,7 +418,7 @@ def stop_server(state_dir: Path, server: str) -> None:
         _stop(info.kafka_pid, KAFKA_STOP_S)
         wait_until(lambda: not port_open(info.kafka_port), 15.0, "Kafka's port to close")
     else:
-        _stop(info.s3_pid, WEED_STOP_S)
+        _stop_s3(state_dir, info.s3_pid)
         wait_until(lambda: not port_open(info.s3_port), 15.0, "S3's port to close")
 
 
