@@ -173,6 +173,15 @@ def test_the_runtime_keeps_to_the_thread_budget(backend: Backend, weights: Path,
 
 
 @pytest.mark.usefixtures("restore_runtime")
+def test_onnx_threads_wait_for_work_without_spinning(weights: Path, frames: list[Image]) -> None:
+    model = load(weights, "onnx", threads=2)
+    detect(model, frames[0])
+    options = model.predictor.model.backend.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.usefixtures("restore_runtime")
 def test_torch_keeps_its_thread_count_through_the_first_predict(weights: Path, frames: list[Image]) -> None:
     # select_device would set min(8, cpu_count - 1): 1 on a 2-core machine, 8 on a big one.
     model = load(weights, "torch", threads=2)
