@@ -130,13 +130,20 @@ def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float
         time.sleep(interval_s)
 
 
+def _free_bytes(root: Path) -> int | None:
+    """Free bytes of a writable folder; None when there is no such folder or it cannot be written."""
+    if not root.is_dir() or not os.access(root, os.W_OK):
+        return None
+    try:
+        return shutil.disk_usage(root).free
+    except OSError:
+        return None
+
+
 def data_dir_for(state_dir: Path, memory_root: Path = MEMORY_ROOT, min_free: int = MEMORY_MIN_FREE_BYTES) -> Path:
     """In memory (one folder per state dir) when the memory file system has room, else the state dir."""
-    try:
-        room = memory_root.is_dir() and os.access(memory_root, os.W_OK) and shutil.disk_usage(memory_root).free
-    except OSError:
-        room = False
-    if not room or room < min_free:
+    free = _free_bytes(memory_root)
+    if free is None or free < min_free:
         return state_dir
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
     return memory_root / f"kafka-frames-devstack-{digest}"
