@@ -1,4 +1,4 @@
-"""What operators see: /metrics moving with the right labels, /healthz and /readyz, JSON logs."""
+"""What operators see: /metrics moving with the right labels, /healthz and /readyz, JSON logs, memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.devstack import free_port
@@ -71,4 +73,19 @@ def test_metrics_probes_and_logs_during_a_run(
     assert {"ts", "level", "event", "video_id", "frame_id", "partition", "offset"} <= set(lines[0])
     assert lines[0]["video_id"] == "ops"
     assert lines[0]["frame_id"] == 99
+    assert worker.terminate() == 0
+
+
+def test_torch_stays_in_the_pool_processes(start_worker: Callable[..., WorkerProcess]) -> None:
+    """The replica's main process consumes, fetches and publishes; only its pool needs torch (~570 MB)."""
+    worker = start_worker()
+    worker.wait_started()
+
+    def maps_torch(pid: int) -> bool:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+    pool = psutil.Process(worker.proc.pid).children()
+    assert pool, "the pool processes are children of the replica"
+    assert any(maps_torch(child.pid) for child in pool)
+    assert not maps_torch(worker.proc.pid)
     assert worker.terminate() == 0
