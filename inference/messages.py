@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -12,6 +13,7 @@ from inference.errors import ErrorCode, FrameError, InvalidTask, UnreadableTask
 VIDEO_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
 MAX_FRAME_ID = 2**63 - 1
 MAX_S3_KEY_BYTES = 1024
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 VideoId = Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
 FrameId = Annotated[StrictInt, Field(ge=0, le=MAX_FRAME_ID)]
@@ -36,7 +38,7 @@ class FrameTask(BaseModel):
             raise ValueError("must not start with '/'")
         if ".." in key.split("/"):
             raise ValueError("must not contain a '..' segment")
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        if _CONTROL_CHARACTER.search(key):
             raise ValueError("must not contain control characters")
         if len(key.encode()) > MAX_S3_KEY_BYTES:
             raise ValueError(f"must be at most {MAX_S3_KEY_BYTES} bytes")

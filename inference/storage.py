@@ -99,6 +99,8 @@ class FrameStore:
                 connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
                 timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=30),
                 auto_decompress=False,
+                # S3 sets no cookies worth keeping; the default jar filtered every request and response.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         )
         return self

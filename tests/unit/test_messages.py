@@ -106,6 +106,8 @@ def test_deeply_nested_json_is_unreadable_not_a_crash() -> None:
         {"s3_key": ""},
         {"s3_key": "a/b\x00.jpg"},
         {"s3_key": "a/b\n.jpg"},
+        {"s3_key": "a/b\x1f.jpg"},
+        {"s3_key": "a/b\x7f.jpg"},
         {"s3_key": "k" * 2000},
         {"s3_key": None},
         {"bucket": "Not_A_Bucket"},
