@@ -2,7 +2,8 @@
 
 `model_file` turns the .pt weights into what the chosen backend loads, exporting once into a
 cache next to the weights; `configure_runtime` holds the runtime to the pool's thread budget.
-ultralytics loads either result with `YOLO(path, task="detect")`, so `.predict` is unchanged.
+ultralytics runs the weights and the OpenVINO export (`YOLO(path, task="detect").predict`); the
+ONNX export runs on inference/onnx_model.py, without torch in the pool process.
 """
 
 from __future__ import annotations
@@ -104,20 +105,14 @@ def configure_runtime(backend: Backend, threads: int) -> None:
 
 
 def _configure_onnxruntime(threads: int) -> None:
-    import onnxruntime
+    """For exports that inference/onnx_model.py does not read, which ultralytics then runs."""
     from ultralytics.nn.autobackend import AutoBackend
     from ultralytics.nn.backends.onnx import ONNXBackend
 
-    # AutoBackend creates the session without options, and ONNX Runtime then runs one thread per
-    # physical core of the machine, whatever OMP_NUM_THREADS or the CPU affinity mask say.
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Idle intra-op threads otherwise spin for work, taking the core from the replica's event
-    # loop and the other pool processes: one process with 2 threads on 2 cores measured 75.8
-    # frames/s spinning, 117.2 without (one thread per process has no idle threads to spin).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    AutoBackend._BACKEND_MAP["onnx"] = functools.partial(ONNXBackend, session_options=options)
+    from inference.onnx_model import session_options
+
+    # AutoBackend creates the session without options: no thread limit, threads that spin.
+    AutoBackend._BACKEND_MAP["onnx"] = functools.partial(ONNXBackend, session_options=session_options(threads))
 
 
 def _configure_openvino(threads: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inference import onnx_model
 from inference.backends import Backend, configure_runtime
 from inference.errors import InvalidImage
 
@@ -103,16 +104,24 @@ def init_process(config: DetectorConfig) -> None:
     _die_with_parent(config.parent_pid)
     # processes x threads <= cores: oversubscribed BLAS threads are the classic CPU slowdown.
     os.environ["OMP_NUM_THREADS"] = str(config.threads)
-    configure_runtime(config.backend, config.threads)
     cv2.setNumThreads(1)
-    from ultralytics import YOLO
-
-    model = YOLO(config.model_path, task="detect")
-    _State.model = model
+    _State.model = _load(config)
     _State.config = config
     warmup = np.zeros((config.imgsz, config.imgsz, 3), dtype=np.uint8)
     _predict(warmup)
     freeze_startup_heap()
+
+
+def _load(config: DetectorConfig) -> Any:
+    """An OnnxModel for an ONNX export it reads (no torch in this process); ultralytics' YOLO otherwise."""
+    if config.backend == "onnx":
+        model = onnx_model.load(config.model_path, config.imgsz, config.threads, config.device)
+        if model is not None:
+            return model
+    configure_runtime(config.backend, config.threads)
+    from ultralytics import YOLO
+
+    return YOLO(config.model_path, task="detect")
 
 
 def freeze_startup_heap() -> None:
@@ -202,16 +211,16 @@ def _looks_truncated(data: bytes) -> bool:
 
 
 def _predict(image: npt.NDArray[np.uint8]) -> list[RawDetection]:
-    config = _State.config
-    assert config is not None and _State.model is not None, "init_process has not run in this process"
-    results = _State.model.predict(
-        image, conf=config.conf, iou=config.iou, imgsz=config.imgsz, device=config.device, verbose=False
-    )
-    boxes = results[0].boxes
-    names = results[0].names
-    xyxy = boxes.xyxy.cpu().tolist()
-    classes = boxes.cls.cpu().tolist()
-    scores = boxes.conf.cpu().tolist()
+    config, model = _State.config, _State.model
+    assert config is not None and model is not None, "init_process has not run in this process"
+    if isinstance(model, onnx_model.OnnxModel):
+        boxes, classes, scores = model.predict(image, config.conf, config.iou)
+        xyxy, names = boxes.tolist(), model.names
+    else:
+        result = model.predict(image, conf=config.conf, iou=config.iou, imgsz=config.imgsz, device=config.device,
+                               verbose=False)[0]  # fmt: skip
+        xyxy, names = result.boxes.xyxy.cpu().tolist(), result.names
+        classes, scores = result.boxes.cls.cpu().tolist(), result.boxes.conf.cpu().tolist()
     return [
         RawDetection(int(c), str(names[int(c)]), float(s), (b[0], b[1], b[2], b[3]))
         for b, c, s in zip(xyxy, classes, scores, strict=True)

@@ -76,16 +76,22 @@ def test_metrics_probes_and_logs_during_a_run(
     assert worker.terminate() == 0
 
 
-def test_torch_stays_in_the_pool_processes(start_worker: Callable[..., WorkerProcess]) -> None:
-    """The replica's main process consumes, fetches and publishes; only its pool needs torch (~570 MB)."""
-    worker = start_worker()
-    worker.wait_started()
+def test_torch_is_loaded_only_where_the_backend_needs_it(start_worker: Callable[..., WorkerProcess]) -> None:
+    """The main process consumes, fetches and publishes; torch (~570 MB a process) is for the torch pool only."""
+    with_torch, with_onnx = start_worker(MODEL_BACKEND="torch"), start_worker(MODEL_BACKEND="onnx")
+    with_torch.wait_started()
+    with_onnx.wait_started()
 
-    def maps_torch(pid: int) -> bool:
-        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    def pool_maps_torch(worker: WorkerProcess) -> list[bool]:
+        return [maps_torch(child.pid) for child in psutil.Process(worker.proc.pid).children()]
 
-    pool = psutil.Process(worker.proc.pid).children()
-    assert pool, "the pool processes are children of the replica"
-    assert any(maps_torch(child.pid) for child in pool)
-    assert not maps_torch(worker.proc.pid)
-    assert worker.terminate() == 0
+    assert any(pool_maps_torch(with_torch))
+    assert pool_maps_torch(with_onnx) and not any(pool_maps_torch(with_onnx))
+    assert not maps_torch(with_torch.proc.pid)
+    assert not maps_torch(with_onnx.proc.pid)
+    assert with_torch.terminate() == 0
+    assert with_onnx.terminate() == 0
+
+
+def maps_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()

@@ -1,4 +1,7 @@
-"""The ONNX Runtime and OpenVINO backends: cached exports, the thread budget, torch's detections."""
+"""The ONNX Runtime and OpenVINO backends: cached exports, the thread budget, torch's detections.
+
+Each backend is loaded and run as a pool process runs it (`detector.init_process`, `detector._predict`).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ import numpy.typing as npt
 import pytest
 import torch
 
+from inference import detector
 from inference.backends import Backend, cache_path, configure_runtime, model_file
+from inference.detector import DetectorConfig
+from inference.onnx_model import OnnxModel
 from scripts.synthetic import make_frame
 from tests.support import MODEL_PATH
 
@@ -86,10 +92,15 @@ def detect(model: Any, frame: Image) -> list[Detection]:
 
 
 def load(weights: Path, backend: Backend, threads: int = 1) -> Any:
-    from ultralytics import YOLO
+    """The model of a pool process for `backend`, loaded and warmed up by the pool's initializer."""
+    path = str(model_file(weights, backend, IMGSZ))
+    detector.init_process(DetectorConfig(path, backend, "cpu", IMGSZ, 0.25, 0.45, threads, 10**8, os.getppid()))
+    return detector._State.model
 
-    configure_runtime(backend, threads)
-    return YOLO(str(model_file(weights, backend, IMGSZ)), task="detect")
+
+def pool_detect(frame: Image) -> list[Detection]:
+    """What the pool process loaded last detects on the frame."""
+    return [Detection(d.class_id, d.confidence, d.bbox) for d in detector._predict(frame)]
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -146,9 +157,9 @@ def test_detections_match_torch(
     backend: Backend, weights: Path, frames: list[Image], torch_detections: list[list[Detection]]
 ) -> None:
     assert any(torch_detections), "the weights detect nothing on these frames, so agreeing with torch means nothing"
-    model = load(weights, backend)
+    load(weights, backend)
     for index, (expected, frame) in enumerate(zip(torch_detections, frames, strict=True)):
-        unmatched = detect(model, frame)
+        unmatched = pool_detect(frame)
         assert len(unmatched) == len(expected), f"frame {index}"
         for want in expected:
             got = max(unmatched, key=lambda d: iou(d.box, want.box))
@@ -158,43 +169,49 @@ def test_detections_match_torch(
             assert got.confidence == pytest.approx(want.confidence, abs=0.02), f"frame {index}: {got} for {want}"
 
 
+@pytest.mark.usefixtures("restore_runtime")
+def test_onnx_runs_without_ultralytics_and_as_ultralytics_does(weights: Path, frames: list[Image]) -> None:
+    from ultralytics import YOLO
+
+    model = load(weights, "onnx")
+    assert isinstance(model, OnnxModel)
+    configure_runtime("onnx", 1)  # the same session options on both sides
+    ultralytics_onnx = YOLO(str(model_file(weights, "onnx", IMGSZ)), task="detect")
+    for index, frame in enumerate(frames):
+        assert pool_detect(frame) == detect(ultralytics_onnx, frame), f"frame {index}: the same session, other numbers"
+
+
 @pytest.mark.parametrize("backend", EXPORTED)
 @pytest.mark.usefixtures("restore_runtime")
-def test_the_runtime_keeps_to_the_thread_budget(backend: Backend, weights: Path, frames: list[Image]) -> None:
+def test_the_runtime_keeps_to_the_thread_budget(backend: Backend, weights: Path) -> None:
     model = load(weights, backend, threads=1)
-    detect(model, frames[0])  # ultralytics builds the runtime's session on the first predict
-    runtime = model.predictor.model.backend
     if backend == "onnx":
-        threads = runtime.session.get_session_options().intra_op_num_threads
+        threads = model.session.get_session_options().intra_op_num_threads
     else:
-        threads = runtime.ov_compiled_model.get_property("INFERENCE_NUM_THREADS")
+        threads = model.predictor.model.backend.ov_compiled_model.get_property("INFERENCE_NUM_THREADS")
+        assert torch.get_num_threads() == 1
     assert threads == 1
-    assert torch.get_num_threads() == 1
 
 
 @pytest.mark.usefixtures("restore_runtime")
-def test_onnx_threads_wait_for_work_without_spinning(weights: Path, frames: list[Image]) -> None:
-    model = load(weights, "onnx", threads=2)
-    detect(model, frames[0])
-    options = model.predictor.model.backend.session.get_session_options()
+def test_onnx_threads_wait_for_work_without_spinning(weights: Path) -> None:
+    options = load(weights, "onnx", threads=2).session.get_session_options()
     assert options.intra_op_num_threads == 2
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 @pytest.mark.usefixtures("restore_runtime")
-def test_torch_keeps_its_thread_count_through_the_first_predict(weights: Path, frames: list[Image]) -> None:
+def test_torch_keeps_its_thread_count_through_the_first_predict(weights: Path) -> None:
     # select_device would set min(8, cpu_count - 1): 1 on a 2-core machine, 8 on a big one.
-    model = load(weights, "torch", threads=2)
-    detect(model, frames[0])
+    load(weights, "torch", threads=2)  # the initializer's warm-up is the first predict
     assert torch.get_num_threads() == 2
 
 
 @pytest.mark.usefixtures("restore_runtime")
-def test_openvino_computes_in_f32(weights: Path, frames: list[Image]) -> None:
+def test_openvino_computes_in_f32(weights: Path) -> None:
     import openvino
 
     model = load(weights, "openvino")
-    detect(model, frames[0])
     precision = model.predictor.model.backend.ov_compiled_model.get_property("INFERENCE_PRECISION_HINT")
     assert precision == openvino.Type.f32
 
