@@ -538,9 +538,10 @@ def run_all(env: dict[str, str], data: list[bytes], args: argparse.Namespace) ->
             ratios[f"pipeline/bound {backend} P={p}"] = round(full.fps / bound.fps, 3)
             ratios[f"pipeline/bound {backend} P={p}, stack CPU set aside"] = worker_efficiency(full, bound)
             ratios[f"pipeline {backend} P={p}/naive torch"] = round(full.fps / naive.fps, 3)
-            detect_ms = 1000 / bound.fps * p
-            ratios[f"p99 at 50% / detect {backend} P={p}"] = round(half.latency_ms.get("p99", 0) / detect_ms, 3)
-            ratios[f"p99 at 100% / detect {backend} P={p}"] = round(at_capacity.latency_ms.get("p99", 0) / detect_ms, 3)
+            # At 100% the queue has no room to drain (a random walk), so only the 50% run has a target.
+            ratios[f"p99 at 50% / detect {backend} P={p}"] = round(
+                half.latency_ms.get("p99", 0) / (1000 / bound.fps * p), 3
+            )
             print(table(measures), flush=True)  # noqa: T201
         # Group scaling: one core per replica (as one-CPU containers), one replica against two.
         one_core = {"WORKER_PROCESSES": "1", "MODEL_BACKEND": backend, **PER_FRAME}
