@@ -181,6 +181,30 @@ def test_onnx_runs_without_ultralytics_and_as_ultralytics_does(weights: Path, fr
         assert pool_detect(frame) == detect(ultralytics_onnx, frame), f"frame {index}: the same session, other numbers"
 
 
+@pytest.mark.parametrize("architecture", ["yolo11n", "yolo26n"])
+@pytest.mark.usefixtures("restore_runtime")
+def test_other_architectures_run_as_ultralytics_runs_them(
+    architecture: str, tmp_path: Path, frames: list[Image]
+) -> None:
+    """Weights a user brings: untrained models of newer families, their exports read the same way.
+
+    Untrained, they score every box near zero: a threshold that low gives dozens to hundreds of
+    detections a frame (up to the cap of 300), each to compare.
+    """
+    from ultralytics import YOLO
+
+    weights = tmp_path / f"{architecture}.pt"
+    YOLO(f"{architecture}.yaml").save(str(weights))
+    path = str(model_file(weights, "onnx", IMGSZ))
+    detector.init_process(DetectorConfig(path, "onnx", "cpu", IMGSZ, 1e-7, 0.45, 1, 10**8, os.getppid()))
+    assert isinstance(detector._State.model, OnnxModel)
+    ours = [detector._predict(frame) for frame in frames[:3]]
+    configure_runtime("onnx", 1)
+    detector._State.model = YOLO(path, task="detect")
+    assert all(len(found) >= 20 for found in ours), "too few detections to compare"
+    assert ours == [detector._predict(frame) for frame in frames[:3]]
+
+
 @pytest.mark.parametrize("backend", EXPORTED)
 @pytest.mark.usefixtures("restore_runtime")
 def test_the_runtime_keeps_to_the_thread_budget(backend: Backend, weights: Path) -> None:
