@@ -7,8 +7,9 @@ On one fixed set of generated frames it measures
 1. model-only bound: decode + predict in P spawned pool processes on preloaded bytes, per backend;
 2. pipeline: frames in the local S3, tasks on the local Kafka, one replica x P processes of
    `python -m inference`, from the first task produced until every result is on the topic,
-   per backend at full and 50% load with at_least_once delivery (each answer published at
-   once, so the latency is the worker's own); one against two replicas of one process, each
+   per backend with every task offered at once (its capacity), then at a steady 100% and 50%
+   of that capacity, with at_least_once delivery (each answer published at once, so the
+   latency is the worker's own); one against two replicas of one process, each
    pinned to a core of its own (group scaling); exactly_once against
    at_least_once, at full and 50% load;
 3. naive baseline: one replica that takes one frame at a time (fetch, detect, publish, commit)
@@ -16,10 +17,10 @@ On one fixed set of generated frames it measures
 4. memory drift: resident memory of a replica and its pool over a long run, after warm-up;
 and prints frames/s, the ratios, end-to-end latency percentiles (Kafka timestamps of task
 and result), CPU utilisation, CPU time per frame (worker, pool, local Kafka, local S3, and
-this script's own producer and reader), resident
-memory per process, and plots throughput and latency over time of the full-load pipeline
-runs to out/bench.png. Ratios from one run on one machine are the numbers to compare;
-absolute frames/s depend on the machine.
+this script's own producer and reader), resident memory per process, how late each
+replica's event loop woke (its own metric), and plots throughput and latency over time of
+the full-load pipeline runs to out/bench.png. Ratios from one run on one machine are the
+numbers to compare; absolute frames/s depend on the machine.
 """
 
 from __future__ import annotations
