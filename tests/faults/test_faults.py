@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from scripts import devstack
+from scripts import bench, devstack
 from tests.faults.report import ROWS, Row, record
 from tests.stack import Endpoints
 from tests.support import (
@@ -41,6 +42,8 @@ StartWorker = Callable[..., WorkerProcess]
 VIDEOS = {"fault-a": 110, "fault-b": 100, "fault-c": 90}
 TOTAL = sum(VIDEOS.values())
 EXACTLY_ONCE = {"KAFKA_DELIVERY": "exactly_once"}
+# Slower than two replicas answer on a CPU here (~170 frames/s): 600 tasks take 5 s to arrive.
+TASKS_PER_SECOND = 120.0
 
 
 def stage(stack: Endpoints, topics: Topics, videos: dict[str, int] = VIDEOS) -> set[tuple[str, int]]:
@@ -174,21 +177,28 @@ def answering_workers(stack: Endpoints, topics: Topics) -> set[str]:
 def test_sigterm_to_every_replica_then_restart(
     stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
 ) -> None:
-    # Twice the usual frames: the stop must land mid-run however fast the model is.
+    # Tasks come at a steady pace for seconds, so the stop lands mid-run (frames in flight, tasks
+    # still arriving) however fast the replicas answer; all at once, a fast pipeline had answered
+    # every task before the stop.
     videos = {f"term-{v}": 2 * n for v, n in VIDEOS.items()}
-    expected = stage(stack, topics, videos)
+    (records,) = staged_waves(stack, topics, videos, 1)
     replicas = [start_worker(**EXACTLY_ONCE) for _ in range(2)]
     for worker in replicas:
         worker.wait_started()
-    wait_answered(stack, topics, 20)
-    for worker in replicas:
-        worker.proc.send_signal(signal.SIGTERM)
-    assert [worker.proc.wait(timeout=90) for worker in replicas] == [0, 0]
-    stopped_at = asyncio.run(committed_total(stack, topics))
-    assert stopped_at < len(expected), "the replicas finished before they were stopped: nothing was tested"
+    with ThreadPoolExecutor(1) as background:
+        kafka = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
+        producing = background.submit(asyncio.run, bench.produce(kafka, topics.tasks, records, TASKS_PER_SECOND))
+        wait_answered(stack, topics, 20)
+        for worker in replicas:
+            worker.proc.send_signal(signal.SIGTERM)
+        assert [worker.proc.wait(timeout=90) for worker in replicas] == [0, 0]
+        stopped_at = asyncio.run(committed_total(stack, topics))
+        assert 20 <= stopped_at < len(records), "the stop did not land mid-run: nothing was tested"
+        producing.result()
     for worker in [start_worker(**EXACTLY_ONCE) for _ in range(2)]:
         worker.wait_started()
-    assert_exactly_once(scenario, final_results(stack, topics, len(expected)), expected)
+    expected = {(video_id, i) for video_id, n in videos.items() for i in range(n)}
+    assert_exactly_once(scenario, final_results(stack, topics, len(records)), expected)
 
 
 def local_stack(stack: Endpoints) -> Any:
