@@ -47,8 +47,11 @@ def session_options(threads: int) -> Any:
 def readable(meta: dict[str, str]) -> bool:
     """Whether this module reads the export: ultralytics' plain detection head, with dynamic input sizes
     (a static export takes only imgsz x imgsz, which the rectangular letterbox here does not make)."""
-    args = ast.literal_eval(meta.get("args", "{}"))
-    plain = meta.get("task") == "detect" and meta.get("end2end", "False") == "False" and "names" in meta
+    try:
+        args, names = ast.literal_eval(meta.get("args", "{}")), ast.literal_eval(meta.get("names", "None"))
+    except (ValueError, SyntaxError):
+        return False  # metadata this module cannot parse: the export is left to ultralytics
+    plain = meta.get("task") == "detect" and meta.get("end2end", "False") == "False" and isinstance(names, dict)
     return plain and isinstance(args, dict) and args.get("dynamic") is True
 
 

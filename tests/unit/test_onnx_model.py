@@ -66,6 +66,8 @@ def test_nothing_over_the_threshold_selects_nothing() -> None:
         ({"end2end": "True"}, False),
         ({"task": "segment"}, False),
         ({"args": "{'dynamic': False}"}, False),
+        ({"args": "{'data': PosixPath('/d.yaml'), 'dynamic': True}"}, False),
+        ({"names": "not a literal"}, False),
     ],
 )
 def test_only_the_plain_dynamic_detection_head_is_read_here(change: dict[str, str], read: bool) -> None:
