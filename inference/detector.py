@@ -214,8 +214,8 @@ def _predict(image: npt.NDArray[np.uint8]) -> list[RawDetection]:
     config, model = _State.config, _State.model
     assert config is not None and model is not None, "init_process has not run in this process"
     if isinstance(model, onnx_model.OnnxModel):
-        boxes, classes, scores = model.predict(image, config.conf, config.iou)
-        xyxy, names = boxes.tolist(), model.names
+        xyxy, classes, scores = model.predict(image, config.conf, config.iou)
+        names = model.names
     else:
         result = model.predict(image, conf=config.conf, iou=config.iou, imgsz=config.imgsz, device=config.device,
                                verbose=False)[0]  # fmt: skip

@@ -77,14 +77,16 @@ class OnnxModel:
         self._stride = int(meta.get("stride", 32))
         self._imgsz = imgsz
 
-    def predict(self, image: npt.NDArray[np.uint8], conf: float, iou: float) -> tuple[Boxes, list[int], list[float]]:
+    def predict(
+        self, image: npt.NDArray[np.uint8], conf: float, iou: float
+    ) -> tuple[list[list[float]], list[int], list[float]]:
         """Boxes (x1, y1, x2, y2 in the frame's pixels), class ids and confidences, best first."""
         padded = letterbox(image, self._imgsz, self._stride)
         blob = np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))[None].astype(np.float32) / 255
         output = self.session.run(None, {self._input: blob})[0][0]
         boxes, classes, scores = select(output, conf, iou)
         scale_to_frame(boxes, (padded.shape[0], padded.shape[1]), (image.shape[0], image.shape[1]))
-        return boxes, classes.tolist(), scores.tolist()
+        return boxes.tolist(), classes.tolist(), scores.tolist()
 
 
 def letterbox(image: npt.NDArray[np.uint8], size: int, stride: int) -> npt.NDArray[np.uint8]:

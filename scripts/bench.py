@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 import orjson
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from inference import detector
 from inference.backends import Backend, model_file
@@ -119,11 +120,11 @@ class LoopLag:
     def parse(cls, text: str) -> LoopLag:
         """The histogram's cumulative buckets from a Prometheus text exposition."""
         buckets: dict[float, float] = {}
-        for line in text.splitlines():
-            if line.startswith(f"{LOOP_LAG}_bucket{{"):
-                labels, value = line.rsplit(" ", 1)
-                bound = float(labels.split('le="', 1)[1].split('"', 1)[0])
-                buckets[bound] = buckets.get(bound, 0.0) + float(value)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == f"{LOOP_LAG}_bucket":
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
         return cls(buckets)
 
     @classmethod

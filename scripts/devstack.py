@@ -453,7 +453,8 @@ def down(state_dir: Path) -> None:
     _stop(info.kafka_pid, KAFKA_STOP_S)
     for port in (info.kafka_port, info.s3_port):
         wait_until(lambda p=port: not port_open(p), 15.0, f"port {port} to close")
-    if in_memory(info.data):
+    # Only a data folder of its own (data_dir_for), never the state dir, wherever that lies.
+    if info.data != Path(info.state_dir):
         shutil.rmtree(info.data, ignore_errors=True)
     _state_file(state_dir).unlink(missing_ok=True)
 
