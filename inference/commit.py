@@ -33,7 +33,12 @@ from inference.publish import Outgoing, Publisher, producer_options
 from inference.storage import backoff_s
 
 logger = logging.getLogger(__name__)
-COMMITTED_TIMEOUT_S = 10.0
+# One bound for every Kafka step of a commit cycle (a transaction, a producer start or stop, a
+# committed-offset read): on a healthy broker each takes milliseconds, but aiokafka retries some
+# coordinator errors and unanswered requests without end, and a cycle stuck there holds back every
+# answer of the replica. A step past the bound counts as failed and the next cycle starts afresh.
+# Four such steps in a row stay under the liveness probe's 30 s.
+STEP_TIMEOUT_S = 5.0
 
 
 class Checkpoint(ABC):
@@ -141,8 +146,8 @@ class AtLeastOnceCheckpoint(Checkpoint):
         if not points:
             return {}
         try:
-            await self._consumer.commit(points)
-        except KafkaError as exc:
+            await asyncio.wait_for(self._consumer.commit(points), STEP_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
             log_event(logger, logging.WARNING, "commit_failed", error=repr(exc), partitions=_names(points))
             return {}
         for tp, point in points.items():
@@ -196,31 +201,22 @@ class TransactionalCheckpoint(Checkpoint):
         3. add the commit point to the transaction (send_offsets_to_transaction);
         4. commit the transaction: answers and offset become visible together, or neither;
         5. only then forget the offsets below the point.
-        A failed transaction keeps the answers; the producer is restarted (which aborts the
-        open transaction) and the next cycle tries again. A fenced producer means another
-        member owns the partition now: nothing more is committed for it until it is revoked.
+        A failed transaction, or one not done within STEP_TIMEOUT_S, keeps the answers; the
+        producer is restarted (which aborts the open transaction) and the next cycle tries
+        again. A fenced producer means another member owns the partition now: nothing more is
+        committed for it until it is revoked.
         """
         producer = self._producers[tp]
         offsets = self.partitions[tp]
         try:
-            await producer.begin_transaction()
-            deliveries = [
-                await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
-                for record in offsets.peek(point)
-            ]
-            await producer.send_offsets_to_transaction({tp: point}, self._settings.group_id)
-            # aiokafka's commit_transaction does not look at the records: it commits even when some
-            # failed (across a broker restart, a batch left without a leader for request_timeout_ms
-            # expires, and every later one is rejected as OutOfOrderSequenceNumber), and the
-            # offsets would then pass answers that were never written.
-            await _delivered(deliveries)
-            await producer.commit_transaction()
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                await self._transact(producer, tp, point)
         except ProducerFenced:
             self._fenced.add(tp)
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "producer_fenced", topic=tp.topic, partition=tp.partition)
             return False
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "transaction_failed", error=repr(exc), topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
@@ -231,6 +227,20 @@ class TransactionalCheckpoint(Checkpoint):
         offsets.take(point)
         self._metrics.transactions.labels(outcome="committed").inc()
         return True
+
+    async def _transact(self, producer: AIOKafkaProducer, tp: TopicPartition, point: int) -> None:
+        await producer.begin_transaction()
+        deliveries = [
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+            for record in self.partitions[tp].peek(point)
+        ]
+        await producer.send_offsets_to_transaction({tp: point}, self._settings.group_id)
+        # aiokafka's commit_transaction does not look at the records: it commits even when some
+        # failed (across a broker restart, a batch left without a leader for request_timeout_ms
+        # expires, and every later one is rejected as OutOfOrderSequenceNumber), and the
+        # offsets would then pass answers that were never written.
+        await _delivered(deliveries)
+        await producer.commit_transaction()
 
     async def _recover(self, tp: TopicPartition) -> None:
         """Restart a partition's producer after a failed transaction and settle its outcome.
@@ -247,8 +257,7 @@ class TransactionalCheckpoint(Checkpoint):
         if point is None:
             return
         try:
-            # aiokafka retries this until the coordinator answers: bound it so the loop keeps turning.
-            committed = await asyncio.wait_for(self._consumer.committed(tp), COMMITTED_TIMEOUT_S)
+            committed = await asyncio.wait_for(self._consumer.committed(tp), STEP_TIMEOUT_S)
         except (KafkaError, TimeoutError):
             self._uncertain[tp] = point
             await self._stop_producer(tp)
@@ -270,10 +279,9 @@ class TransactionalCheckpoint(Checkpoint):
                 break
             producer = AIOKafkaProducer(**options)
             try:
-                await producer.start()
-            except KafkaError as exc:
-                with contextlib.suppress(KafkaError):
-                    await producer.stop()
+                await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S)
+            except (KafkaError, TimeoutError) as exc:
+                await _stop(producer, tp)
                 log_event(logger, logging.WARNING, "producer_start_failed", error=repr(exc), topic=tp.topic,
                           partition=tp.partition, attempt=attempt)  # fmt: skip
                 await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
@@ -285,8 +293,36 @@ class TransactionalCheckpoint(Checkpoint):
     async def _stop_producer(self, tp: TopicPartition) -> None:
         producer = self._producers.pop(tp, None)
         if producer is not None:
-            with contextlib.suppress(KafkaError):
-                await producer.stop()
+            await _stop(producer, tp)
+
+
+async def _stop(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
+    """Stop a producer within STEP_TIMEOUT_S, or else tear it down without its flush.
+
+    aiokafka's stop waits for every pending batch, and a broker that does not answer keeps them
+    pending. A producer left running then would be worse than one cut off: still holding its
+    transactional id, a late InitProducerId of its own would fence the producer that replaces it.
+    """
+    try:
+        await asyncio.wait_for(producer.stop(), STEP_TIMEOUT_S)
+    except (KafkaError, TimeoutError):
+        await _tear_down(producer, tp)
+
+
+async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
+    # aiokafka has no stop without a flush: end its sender task (the one that asks for producer
+    # ids and sends requests) and close the connections. Cancelled, the task first awaits its
+    # requests in flight, which a frozen broker never answers; a second cancel ends that wait.
+    sender = producer._sender.sender_task
+    for wait_s in (1.0, STEP_TIMEOUT_S):
+        if sender is None or sender.done():
+            break
+        sender.cancel()
+        await asyncio.wait({sender}, timeout=wait_s)
+    with contextlib.suppress(KafkaError, TimeoutError):
+        await asyncio.wait_for(producer.client.close(), STEP_TIMEOUT_S)
+    log_event(logger, logging.WARNING, "producer_torn_down", topic=tp.topic, partition=tp.partition,
+              sender_ended=sender is None or sender.done())  # fmt: skip
 
 
 async def _delivered(deliveries: list[asyncio.Future[Any]]) -> None:

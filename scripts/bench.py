@@ -32,6 +32,7 @@ import functools
 import math
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -440,6 +441,8 @@ def pipeline_run(
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=120)
+    # The replicas' logs matter only when a run fails; a finished run leaves nothing in /tmp.
+    shutil.rmtree(log_dir)
     latencies = percentiles([s.latency_ms for s in timeline])
     per_frame = {k: round(1000 * (after[k] - before[k]) / len(data), 2) for k in after}
     return Measure(name, len(data), seconds, latencies, cpu, rss, sampler.drift_pct(), per_frame, tail(timeline),

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from inference import commit
 from scripts import bench, devstack
 from tests.faults.report import ROWS, Row, record
 from tests.stack import Endpoints
@@ -52,6 +55,11 @@ def stage(stack: Endpoints, topics: Topics, videos: dict[str, int] = VIDEOS) -> 
             await stage_video(stack, topics, video_id, n, seed=seed)
 
     asyncio.run(go())
+    return stage_keys(videos)
+
+
+def stage_keys(videos: dict[str, int]) -> set[tuple[str, int]]:
+    """(video_id, frame_id) of every frame of `videos`."""
     return {(video_id, i) for video_id, n in videos.items() for i in range(n)}
 
 
@@ -142,7 +150,7 @@ def test_scale_1_to_3_to_1(stack: Endpoints, topics: Topics, start_worker: Start
         assert worker.terminate(timeout_s=90) == 0
     produce_wave(stack, topics, waves[2])
     values = final_results(stack, topics, sum(videos.values()))
-    assert_exactly_once(scenario, values, {(v, i) for v, n in videos.items() for i in range(n)})
+    assert_exactly_once(scenario, values, stage_keys(videos))
     assert {v["worker"] for v in values} == {w.worker_id for w in everyone}
     assert first.proc.poll() is None
 
@@ -197,8 +205,7 @@ def test_sigterm_to_every_replica_then_restart(
         producing.result()
     for worker in [start_worker(**EXACTLY_ONCE) for _ in range(2)]:
         worker.wait_started()
-    expected = {(video_id, i) for video_id, n in videos.items() for i in range(n)}
-    assert_exactly_once(scenario, final_results(stack, topics, len(records)), expected)
+    assert_exactly_once(scenario, final_results(stack, topics, len(records)), stage_keys(videos))
 
 
 def local_stack(stack: Endpoints) -> Any:
@@ -240,6 +247,41 @@ def test_kafka_broker_stopped_and_restarted(
 ) -> None:
     _, worker = ride_out(stack, topics, start_worker, scenario, "kafka", 15)
     assert sum(1 for line in worker.log_lines() if line.get("event") == "worker_started") == 1
+
+
+def test_kafka_broker_frozen_mid_transaction(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
+) -> None:
+    # A frozen broker (SIGSTOP: a long GC pause, a stalled VM) keeps its connections open and
+    # answers nothing, so aiokafka's transactional requests and coordinator retries never end of
+    # themselves. The worker must give up the open transaction while the broker is still frozen.
+    state_dir = local_stack(stack)
+    (records,) = staged_waves(stack, topics, VIDEOS, 1)
+    worker = start_worker(**EXACTLY_ONCE)
+    worker.wait_started()
+    broker = devstack.read_state(state_dir)
+    assert broker is not None
+    with ThreadPoolExecutor(1) as background:
+        kafka = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
+        producing = background.submit(asyncio.run, bench.produce(kafka, topics.tasks, records, TASKS_PER_SECOND))
+        wait_answered(stack, topics, 40, worker)
+        os.killpg(broker.kafka_pid, signal.SIGSTOP)
+        try:
+            hold_outage(worker, 3 * commit.STEP_TIMEOUT_S)
+            thawed = datetime.now(UTC)
+        finally:
+            os.killpg(broker.kafka_pid, signal.SIGCONT)
+        producing.result()
+    assert_exactly_once(scenario, final_results(stack, topics, TOTAL), stage_keys(VIDEOS))
+    given_up = [
+        line
+        for line in worker.log_lines()
+        if line.get("event") == "transaction_failed"
+        and str(line.get("error")).startswith("TimeoutError")
+        and datetime.fromisoformat(line["ts"]) < thawed
+    ]
+    assert given_up, "no transaction was given up while the broker was frozen"
+    assert worker.proc.poll() is None
 
 
 def test_s3_stopped_for_10_seconds(
