@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 # committed-offset read): on a healthy broker each takes milliseconds, but aiokafka retries some
 # coordinator errors and unanswered requests without end, and a cycle stuck there holds back every
 # answer of the replica. A step past the bound counts as failed and the next cycle starts afresh.
-# Four such steps in a row stay under the liveness probe's 30 s.
 STEP_TIMEOUT_S = 5.0
 
 
@@ -300,8 +299,8 @@ async def _stop(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
     """Stop a producer within STEP_TIMEOUT_S, or else tear it down without its flush.
 
     aiokafka's stop waits for every pending batch, and a broker that does not answer keeps them
-    pending. A producer left running then would be worse than one cut off: still holding its
-    transactional id, a late InitProducerId of its own would fence the producer that replaces it.
+    pending. Merely cancelled there, the producer's sender task would live on with its
+    connections and go on retrying its requests: one more such task for every failed transaction.
     """
     try:
         await asyncio.wait_for(producer.stop(), STEP_TIMEOUT_S)
@@ -310,8 +309,8 @@ async def _stop(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
 
 
 async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
-    # aiokafka has no stop without a flush: end its sender task (the one that asks for producer
-    # ids and sends requests) and close the connections. Cancelled, the task first awaits its
+    # aiokafka has no stop without a flush: end its sender task (the one that sends and retries
+    # requests) and close the connections. Cancelled, the task first awaits its
     # requests in flight, which a frozen broker never answers; a second cancel ends that wait.
     sender = producer._sender.sender_task
     for wait_s in (1.0, STEP_TIMEOUT_S):

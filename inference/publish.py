@@ -39,10 +39,11 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
         **settings.client_options(),
         "acks": "all",
         "enable_idempotence": True,
-        # No linger: an answer waiting 5 ms for company cost 6 ms of p50 and p99 at half load
-        # (scripts/bench.py). aiokafka keeps one request in flight per broker, so under load the
-        # answers batch anyway: the full-load rate moved within the run-to-run spread (-2%).
-        "linger_ms": 0,
+        # 1 ms: answers that finish together (the pool's processes, a backlog) share a request.
+        # With 5 ms every answer waited for company: p50 22-25 ms at half load against 15-18 with
+        # 1 ms or none (A/B, scripts/bench.py); the full-load rate of all three stayed within the
+        # run-to-run spread. aiokafka keeps one request in flight per broker, so load batches too.
+        "linger_ms": 1,
         "request_timeout_ms": 15000,
     }
 

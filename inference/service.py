@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 # /healthz fails when the consume loop has not turned for this long (a blocked event loop).
 LOOP_STALL_S = 30.0
+# ... or when one commit cycle has run this long. Its Kafka steps are bounded (commit.STEP_TIMEOUT_S
+# each) and a cycle of the worst of them takes under a minute: past it, something unbounded holds it.
+COMMIT_STALL_S = 60.0
 # How often the loop-lag probe wakes; its oversleep is the event loop's delay to every frame.
 LOOP_PROBE_S = 0.05
 # Finished-but-uncommitted frames a partition may hold, in multiples of the in-flight bound.
@@ -191,8 +194,8 @@ class Worker:
     def healthy(self) -> Probe:
         if time.monotonic() - self._loop_tick > LOOP_STALL_S:
             return Probe(False, f"consume loop has not turned for {LOOP_STALL_S:.0f}s")
-        if self._commit_started is not None and time.monotonic() - self._commit_started > LOOP_STALL_S:
-            return Probe(False, f"a commit cycle has run for over {LOOP_STALL_S:.0f}s")
+        if self._commit_started is not None and time.monotonic() - self._commit_started > COMMIT_STALL_S:
+            return Probe(False, f"a commit cycle has run for over {COMMIT_STALL_S:.0f}s")
         if self._pool is not None and self._pool.loaded and not self._pool.alive():
             return Probe(False, "detector pool is down")
         return Probe(True, "alive")
