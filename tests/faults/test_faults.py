@@ -268,7 +268,7 @@ def test_kafka_broker_frozen_mid_transaction(
         os.killpg(broker.kafka_pid, signal.SIGSTOP)
         try:
             hold_outage(worker, 3 * commit.STEP_TIMEOUT_S)
-            thawed = datetime.now(UTC)
+            frozen_until = datetime.now(UTC)
         finally:
             os.killpg(broker.kafka_pid, signal.SIGCONT)
         producing.result()
@@ -278,7 +278,7 @@ def test_kafka_broker_frozen_mid_transaction(
         for line in worker.log_lines()
         if line.get("event") == "transaction_failed"
         and str(line.get("error")).startswith("TimeoutError")
-        and datetime.fromisoformat(line["ts"]) < thawed
+        and datetime.fromisoformat(line["ts"]) < frozen_until
     ]
     assert given_up, "no transaction was given up while the broker was frozen"
     assert worker.proc.poll() is None
