@@ -209,7 +209,7 @@ class TransactionalCheckpoint(Checkpoint):
         offsets = self.partitions[tp]
         try:
             async with asyncio.timeout(STEP_TIMEOUT_S):
-                await self._transact(producer, tp, point)
+                await self._transact(producer, tp, point, offsets)
         except ProducerFenced:
             self._fenced.add(tp)
             self._metrics.transactions.labels(outcome="aborted").inc()
@@ -227,11 +227,13 @@ class TransactionalCheckpoint(Checkpoint):
         self._metrics.transactions.labels(outcome="committed").inc()
         return True
 
-    async def _transact(self, producer: AIOKafkaProducer, tp: TopicPartition, point: int) -> None:
+    async def _transact(
+        self, producer: AIOKafkaProducer, tp: TopicPartition, point: int, offsets: PartitionOffsets[Outgoing]
+    ) -> None:
         await producer.begin_transaction()
         deliveries = [
             await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
-            for record in self.partitions[tp].peek(point)
+            for record in offsets.peek(point)
         ]
         await producer.send_offsets_to_transaction({tp: point}, self._settings.group_id)
         # aiokafka's commit_transaction does not look at the records: it commits even when some

@@ -130,16 +130,18 @@ class LoopLag:
 
     @classmethod
     def scrape(cls, ports: list[int]) -> LoopLag:
-        total: dict[float, float] = {}
+        total = cls({})
         for port in ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                    text = response.read().decode()
+                    total += cls.parse(response.read().decode())
             except OSError:
                 continue  # a replica without metrics (the naive worker)
-            for bound, count in cls.parse(text).buckets.items():
-                total[bound] = total.get(bound, 0.0) + count
-        return cls(total)
+        return total
+
+    def __add__(self, other: LoopLag) -> LoopLag:
+        bounds = self.buckets.keys() | other.buckets.keys()
+        return LoopLag({b: self.buckets.get(b, 0.0) + other.buckets.get(b, 0.0) for b in bounds})
 
     def __sub__(self, earlier: LoopLag) -> LoopLag:
         return LoopLag({bound: n - earlier.buckets.get(bound, 0.0) for bound, n in self.buckets.items()})
