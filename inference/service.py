@@ -123,7 +123,6 @@ class Worker:
         self._model = ModelInfo(name=settings.model.path.name, conf=settings.model.conf, iou=settings.model.iou)
         self._limit = settings.worker.in_flight_limit
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
-        self._paused: set[TopicPartition] = set()
         self._backlog_limit = BACKLOG_PER_LIMIT * self._limit
         self.counts: dict[str, int] = defaultdict(int)
         self._consumer: AIOKafkaConsumer | None = None
@@ -296,24 +295,13 @@ class Worker:
         that keeps failing): later frames finish but cannot be committed past it.
         """
         consumer, checkpoint = self._require_consumer()
-        assigned = consumer.assignment()
-        if self.in_flight >= self._limit:
-            wanted = set(assigned)
-        else:
-            wanted = {tp for tp, o in checkpoint.partitions.items() if o.tracked >= self._backlog_limit}
-        wanted &= assigned
-        if wanted - self._paused:
-            consumer.pause(*(wanted - self._paused))
-        if self._paused - wanted:
-            consumer.resume(*((self._paused - wanted) & assigned))
-        self._paused = wanted
+        backlogged = {tp for tp, o in checkpoint.partitions.items() if o.tracked >= self._backlog_limit}
+        apply_backpressure(consumer, self.in_flight >= self._limit, backlogged)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         _, checkpoint = self._require_consumer()
         await checkpoint.assign(assigned)
         self._joined = True
-        # aiokafka forgets pause state across a rebalance: decide it afresh for the new assignment.
-        self._paused = set()
         self._apply_backpressure()
         log_event(logger, logging.INFO, "partitions_assigned", partitions=_names(assigned))
 
@@ -429,6 +417,23 @@ class Worker:
         # aiokafka cannot produce a record with neither key nor value: such a record keeps an empty value.
         value = b"" if record.key is None and record.value is None else record.value
         return Outgoing(self._settings.kafka.dlq_topic, record.key, value, headers)
+
+
+def apply_backpressure(consumer: AIOKafkaConsumer, at_bound: bool, backlogged: set[TopicPartition]) -> None:
+    """Pause every assigned partition at the in-flight bound, else only the backlogged; resume the rest.
+
+    The pause state is read from the consumer each time, never kept in a copy. aiokafka fetches
+    for new partitions while on_partitions_assigned runs, so records admitted then can pause the
+    new assignment before the listener returns: a copy reset there once said "nothing paused"
+    while every partition was, and the replica idled until the next rebalance.
+    """
+    assigned = consumer.assignment()
+    wanted = set(assigned) if at_bound else backlogged & assigned
+    paused = consumer.paused()
+    if wanted - paused:
+        consumer.pause(*(wanted - paused))
+    if paused - wanted:
+        consumer.resume(*(paused - wanted))
 
 
 def _detections(output: DetectOutput) -> list[Detection]:

@@ -20,7 +20,7 @@ import aioboto3
 import cv2
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.stack import Endpoints
@@ -95,6 +95,21 @@ async def consume(
     finally:
         await consumer.stop()
     return records
+
+
+async def committed_offsets(stack: Endpoints, topics: Topics) -> dict[int, int]:
+    """The group's committed offset of each of the six task partitions (0 where none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, group_id=topics.group)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topics.tasks, p)) or 0 for p in range(6)}
+    finally:
+        await consumer.stop()
+
+
+def committed_total(stack: Endpoints, topics: Topics) -> int:
+    """Tasks the group has committed, over all partitions."""
+    return sum(asyncio.run(committed_offsets(stack, topics)).values())
 
 
 def result_values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from inference import commit
 from scripts import bench, devstack
@@ -29,6 +29,7 @@ from tests.stack import Endpoints
 from tests.support import (
     Topics,
     WorkerProcess,
+    committed_total,
     consume,
     produce,
     result_values,
@@ -63,16 +64,6 @@ def stage_keys(videos: dict[str, int]) -> set[tuple[str, int]]:
     return {(video_id, i) for video_id, n in videos.items() for i in range(n)}
 
 
-async def committed_total(stack: Endpoints, topics: Topics) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, group_id=topics.group)
-    await consumer.start()
-    try:
-        offsets = [await consumer.committed(TopicPartition(topics.tasks, p)) for p in range(6)]
-        return sum(o or 0 for o in offsets)
-    finally:
-        await consumer.stop()
-
-
 def answered(stack: Endpoints, topics: Topics, enough: int) -> int:
     """Frames answered so far; the read stops as soon as `enough` are seen (a fault must land mid-run)."""
 
@@ -85,7 +76,7 @@ def answered(stack: Endpoints, topics: Topics, enough: int) -> int:
 
 def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: float = 300) -> list[dict[str, Any]]:
     """All results, read once the group has committed every task (so no late duplicate can follow)."""
-    wait_for(lambda: asyncio.run(committed_total(stack, topics)) >= task_count, timeout_s, "every task committed")
+    wait_for(lambda: committed_total(stack, topics) >= task_count, timeout_s, "every task committed")
     records = asyncio.run(
         consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=5, read_committed=True)
     )
@@ -200,7 +191,7 @@ def test_sigterm_to_every_replica_then_restart(
         for worker in replicas:
             worker.proc.send_signal(signal.SIGTERM)
         assert [worker.proc.wait(timeout=90) for worker in replicas] == [0, 0]
-        stopped_at = asyncio.run(committed_total(stack, topics))
+        stopped_at = committed_total(stack, topics)
         assert 20 <= stopped_at < len(records), "the stop did not land mid-run: nothing was tested"
         producing.result()
     for worker in [start_worker(**EXACTLY_ONCE) for _ in range(2)]:

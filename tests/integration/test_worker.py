@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,13 +13,16 @@ import numpy as np
 import orjson
 import psutil
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from tests.stack import Endpoints
 from tests.support import (
     MODEL_PATH,
     Topics,
     WorkerProcess,
+    committed_offsets,
+    committed_total,
     consume,
     distinct_frames,
     produce,
@@ -130,19 +134,6 @@ def test_kill_9_mid_stream_loses_nothing(stack: Endpoints, topics: Topics, start
 def doomed_progress(stack: Endpoints, topics: Topics) -> int:
     records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: len(r) >= 10, 2))
     return len(records)
-
-
-async def committed_offsets(stack: Endpoints, topics: Topics) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, group_id=topics.group)
-    await consumer.start()
-    try:
-        out = {}
-        for p in range(6):
-            offset = await consumer.committed(TopicPartition(topics.tasks, p))
-            out[p] = offset or 0
-        return out
-    finally:
-        await consumer.stop()
 
 
 async def tasks_by_offset(stack: Endpoints, topics: Topics, count: int) -> dict[tuple[int, int], tuple[str, int]]:
@@ -261,8 +252,42 @@ def test_bad_input_gets_its_error_and_good_frames_flow(
     assert all({"partition", "offset", "video_id", "frame_id"} <= set(line) for line in errors)
     assert worker.proc.poll() is None
     assert sum(1 for line in worker.log_lines() if line.get("event") == "worker_started") == 1
-    wait_for(lambda: all_committed(stack, topics, 12 + 20), 30, "offsets committed past the bad input")
+    wait_for(lambda: committed_total(stack, topics) >= 12 + 20, 30, "offsets committed past the bad input")
 
 
-def all_committed(stack: Endpoints, topics: Topics, total: int) -> bool:
-    return sum(asyncio.run(committed_offsets(stack, topics)).values()) >= total
+async def test_an_assignment_filled_while_it_is_set_up_is_not_left_paused(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker
+) -> None:
+    """aiokafka fetches while the rebalance listener runs; records admitted then pause the new assignment.
+
+    The worker once kept its own copy of the pause state and reset it when the listener ended,
+    so a pause from that window was never lifted: on that code 4 runs of this test in 4 stalled
+    after the first batch or two. Open transactions of a previous owner stretch the window (the worker's producer
+    start waits for the broker to abort each), and answers that need no detection (each task
+    here is unreadable: it goes to the DLQ) fill the in-flight bound at once.
+    """
+    count = 600
+    await produce(stack.bootstrap_servers, topics.tasks, [(str(i % 12).encode(), b"not a task") for i in range(count)])
+    previous_owner = [await open_transaction(stack, topics, p) for p in range(6)]
+    try:
+        worker = start_worker(KAFKA_DELIVERY="exactly_once")
+        await asyncio.to_thread(wait_for, lambda: committed_total(stack, topics) >= count, 90,
+                                "every task committed", alive=worker.proc)  # fmt: skip
+    finally:
+        for producer in previous_owner:
+            # Fenced by the worker by now: its stop fails, and only its connections are left to close.
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+    dlq = await consume(stack.bootstrap_servers, topics.dlq, lambda r: len(r) >= count, 30)
+    assert len(dlq) == count
+
+
+async def open_transaction(stack: Endpoints, topics: Topics, partition: int) -> AIOKafkaProducer:
+    """A producer holding an open transaction under the worker's transactional id for `partition`."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap_servers, transactional_id=f"{topics.group}-{topics.tasks}-{partition}"
+    )
+    await producer.start()
+    await producer.begin_transaction()
+    await producer.send_and_wait(topics.results, b"never committed", key=b"previous-owner")
+    return producer
