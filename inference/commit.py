@@ -8,8 +8,9 @@ is committed through the consumer group. A crash re-delivers, it never loses.
 finished prefix of a partition together with its offsets in one Kafka transaction.
 aiokafka speaks only the pre-KIP-447 protocol, so fencing a zombie needs one
 transactional id per input partition: a producer per assigned partition, started on
-assignment (its InitProducerId aborts whatever a previous owner left open) before the
-consumer fetches the committed offset.
+assignment (its InitProducerId aborts whatever a previous owner left open, or lets it finish
+a commit already decided). Only then is the partition's committed offset read, and its
+records are taken from there.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from inference.config import KafkaSettings
-from inference.logs import log_event
+from inference.logs import log_event, partition_names
 from inference.metrics import Metrics
 from inference.offsets import PartitionOffsets
 from inference.publish import Outgoing, Publisher, producer_options
@@ -54,14 +55,34 @@ class Checkpoint(ABC):
         self._lock = asyncio.Lock()
         self.partitions: dict[TopicPartition, PartitionOffsets[Outgoing]] = {}
 
-    async def assign(self, partitions: set[TopicPartition]) -> None:
-        # Tracked at once, before any wait: aiokafka fetches for new partitions while this runs,
-        # and a record of an untracked partition is taken for a revoked one and skipped. A cycle
-        # holding the lock now listed its partitions before these; the next waits for them.
-        for tp in partitions:
-            self.partitions[tp] = PartitionOffsets()
+    async def assign(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Set up newly assigned partitions; return the offset to consume each from.
+
+        aiokafka reads the committed offsets concurrently with the rebalance listener, so before
+        this set-up (in exactly_once, before the previous owner is fenced): a previous owner
+        finishing its last transaction meanwhile would move the offset past records already in
+        hand, and they would be answered twice. Until the set-up is done the partitions are
+        untracked and their records skipped; the caller seeks to the returned offsets.
+        """
         async with self._lock:
             await self._assigned(partitions)
+            start = await self._starting_offsets(partitions)
+            for tp in partitions:
+                self.partitions[tp] = PartitionOffsets(start[tp])
+            return start
+
+    async def _starting_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """The committed offset of each partition, or its log start where none is; retried until read."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout(STEP_TIMEOUT_S):
+                    return await _committed_or_start(self._consumer, sorted(partitions))
+            except (KafkaError, TimeoutError) as exc:
+                log_event(logger, logging.WARNING, "committed_read_failed", error=repr(exc),
+                          partitions=partition_names(partitions), attempt=attempt)  # fmt: skip
+                await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
 
     async def forget(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
@@ -189,7 +210,7 @@ class TransactionalCheckpoint(Checkpoint):
     async def _commit(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
         broken = [tp for tp in self.partitions if tp not in self._producers and tp not in self._fenced]
         await asyncio.gather(*(self._recover(tp) for tp in broken if only is None or tp in only))
-        points = {tp: p for tp, p in self._ready(only).items() if tp in self._producers}
+        points = {tp: p for tp, p in self._ready(only).items() if tp in self._producers and tp not in self._fenced}
         done = await asyncio.gather(*(self._commit_partition(tp, point) for tp, point in points.items()))
         return {tp: point for (tp, point), ok in zip(points.items(), done, strict=True) if ok}
 
@@ -203,7 +224,7 @@ class TransactionalCheckpoint(Checkpoint):
         A failed transaction, or one not done within STEP_TIMEOUT_S, keeps the answers; the
         producer is restarted (which aborts the open transaction) and the next cycle tries
         again. A fenced producer means another member owns the partition now: nothing more is
-        committed for it until it is revoked.
+        committed for it until it is revoked (aiokafka would not even begin a transaction on it).
         """
         producer = self._producers[tp]
         offsets = self.partitions[tp]
@@ -215,7 +236,7 @@ class TransactionalCheckpoint(Checkpoint):
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "producer_fenced", topic=tp.topic, partition=tp.partition)
             return False
-        except (KafkaError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - aiokafka's own state checks raise AssertionError too
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "transaction_failed", error=repr(exc), topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
@@ -249,8 +270,12 @@ class TransactionalCheckpoint(Checkpoint):
         Starting the producer again makes the broker finish the old transaction: a commit
         that was already decided completes, anything else is aborted (and, while nobody does
         this, the open transaction would hold back every read_committed reader). The group's
-        committed offset then tells which: at or past the failed commit point means it was
-        committed, and re-sending those answers would publish them twice.
+        committed offset then tells which: at the failed commit point, it was committed (and
+        re-sending those answers would publish them twice); where it was, it was aborted.
+        Anywhere else, another member committed there: this replica is a zombie (frozen past
+        its session, say; its failed transaction timed out while it was). Its restart has just
+        fenced that owner, so it fences itself too: nobody commits the partition until the
+        coming rebalance sets it up afresh.
         """
         if await self._start_producer(tp, attempts=1) is None:
             return
@@ -263,10 +288,17 @@ class TransactionalCheckpoint(Checkpoint):
             self._uncertain[tp] = point
             await self._stop_producer(tp)
             return
-        if committed is not None and committed >= point:
-            self.partitions[tp].take(point)
+        offsets = self.partitions[tp]
+        if committed is None or committed == offsets.committed:
+            return
+        if committed == point:
+            offsets.take(point)
             log_event(logger, logging.INFO, "transaction_outcome_committed", topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
+            return
+        self._fenced.add(tp)
+        log_event(logger, logging.WARNING, "partition_taken_over", topic=tp.topic, partition=tp.partition,
+                  offset=committed, expected=[offsets.committed, point])  # fmt: skip
 
     async def _start_producer(self, tp: TopicPartition, attempts: int | None) -> AIOKafkaProducer | None:
         """Start (and so fence any previous owner of) the partition's transactional producer.
@@ -324,6 +356,15 @@ async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
         await asyncio.wait_for(producer.client.close(), STEP_TIMEOUT_S)
     log_event(logger, logging.WARNING, "producer_torn_down", topic=tp.topic, partition=tp.partition,
               sender_ended=sender is None or sender.done())  # fmt: skip
+
+
+async def _committed_or_start(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    committed = dict(zip(partitions, await asyncio.gather(*map(consumer.committed, partitions)), strict=True))
+    never = [tp for tp, offset in committed.items() if offset is None]
+    log_start = await consumer.beginning_offsets(never) if never else {}
+    return {tp: log_start[tp] if offset is None else offset for tp, offset in committed.items()}
 
 
 async def _delivered(deliveries: list[asyncio.Future[Any]]) -> None:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+
+if TYPE_CHECKING:
+    from aiokafka import TopicPartition
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _SECRET_WORDS = ("password", "secret", "token", "access_key")
@@ -81,3 +85,8 @@ def log_event(logger: logging.Logger, level: int, event: str, /, **fields: objec
     """Log one event with its fields; `exc_info=True` among them attaches the current exception."""
     exc_info = bool(fields.pop("exc_info", False))
     logger.log(level, event, extra=fields, exc_info=exc_info)
+
+
+def partition_names(partitions: Iterable[TopicPartition]) -> list[str]:
+    """`topic[partition]` of each, sorted: how log lines name a set of partitions."""
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)

@@ -29,11 +29,12 @@ class UnknownOffset(OffsetError):
 class PartitionOffsets(Generic[P]):
     """Offsets consumed from one partition since it was assigned, until they are taken as committed."""
 
-    def __init__(self) -> None:
+    def __init__(self, committed: int | None = None) -> None:
+        """`committed`: where the partition was taken over; a record below it is refused as backwards."""
         self._pending: dict[int, bool] = {}
         self._payloads: dict[int, P] = {}
-        self._next_to_consume: int | None = None
-        self._committed: int | None = None
+        self._next_to_consume: int | None = committed
+        self._committed: int | None = committed
 
     def __len__(self) -> int:
         """Offsets started but not yet finished."""
@@ -43,6 +44,11 @@ class PartitionOffsets(Generic[P]):
     def tracked(self) -> int:
         """Offsets started and not yet taken as committed, finished or not."""
         return len(self._pending)
+
+    @property
+    def committed(self) -> int | None:
+        """The commit point last taken, or where tracking began."""
+        return self._committed
 
     @property
     def position(self) -> int | None:

@@ -36,7 +36,7 @@ from inference.detector import (
     resolve_device,
 )
 from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
-from inference.logs import log_event
+from inference.logs import log_event, partition_names
 from inference.messages import (
     Detection,
     FrameResult,
@@ -277,7 +277,7 @@ class Worker:
         _, checkpoint = self._require_consumer()
         offsets = checkpoint.partitions.get(tp)
         if offsets is None:
-            return  # revoked while the batch was in hand: the next owner consumes it
+            return  # revoked while the batch was in hand (the next owner consumes it), or still being set up
         running = self._tasks[tp]
         for record in records:
             try:
@@ -299,11 +299,15 @@ class Worker:
         apply_backpressure(consumer, self.in_flight >= self._limit, backlogged)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        _, checkpoint = self._require_consumer()
-        await checkpoint.assign(assigned)
+        consumer, checkpoint = self._require_consumer()
+        start = await checkpoint.assign(assigned)
+        # No await between the trackers' creation and these seeks: aiokafka drops what it had
+        # fetched from its own position, and every record admitted from here on is from ours.
+        for tp in start.keys() & consumer.assignment():
+            consumer.seek(tp, start[tp])
         self._joined = True
         self._apply_backpressure()
-        log_event(logger, logging.INFO, "partitions_assigned", partitions=_names(assigned))
+        log_event(logger, logging.INFO, "partitions_assigned", partitions=partition_names(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         _, checkpoint = self._require_consumer()
@@ -313,7 +317,7 @@ class Worker:
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-        log_event(logger, logging.INFO, "partitions_revoked", partitions=_names(revoked))
+        log_event(logger, logging.INFO, "partitions_revoked", partitions=partition_names(revoked))
 
     async def _drain(self, partitions: set[TopicPartition]) -> None:
         """Let in-flight frames finish within the drain bound; abandon the rest (re-delivered later)."""
@@ -325,7 +329,8 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-            log_event(logger, logging.WARNING, "frames_abandoned", count=len(pending), partitions=_names(partitions))
+            names = partition_names(partitions)
+            log_event(logger, logging.WARNING, "frames_abandoned", count=len(pending), partitions=names)
 
     async def _handle(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], offsets: PartitionOffsets[Outgoing]
@@ -450,7 +455,3 @@ def _detections(output: DetectOutput) -> list[Detection]:
 
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 2)
-
-
-def _names(partitions: set[TopicPartition]) -> list[str]:
-    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 from aiokafka import ConsumerRecord
 
@@ -273,6 +274,41 @@ def test_kafka_broker_frozen_mid_transaction(
     ]
     assert given_up, "no transaction was given up while the broker was frozen"
     assert worker.proc.poll() is None
+
+
+def test_a_replica_frozen_past_its_session_then_thawed(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario
+) -> None:
+    # A replica frozen (SIGSTOP: a paused VM, a stuck host) past the session timeout is dropped
+    # from the group and its partitions go to the other replica, which fences the frozen one's
+    # producers as it takes them up. Thawed, the zombie still holds answers it will try to commit:
+    # the fence must turn them away. Tasks arrive for 5 s, so the freeze lands mid-run.
+    videos = {f"zombie-{v}": 2 * n for v, n in VIDEOS.items()}
+    (records,) = staged_waves(stack, topics, videos, 1)
+    zombie, survivor = (start_worker(**EXACTLY_ONCE) for _ in range(2))
+    for worker in (zombie, survivor):
+        worker.wait_started()
+    wait_for(lambda: len(zombie.assignments()) == len(survivor.assignments()) == 3, 120, "3 partitions each")
+    with ThreadPoolExecutor(1) as background:
+        kafka = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
+        producing = background.submit(asyncio.run, bench.produce(kafka, topics.tasks, records, TASKS_PER_SECOND))
+        wait_answered(stack, topics, 40)
+        frozen = [psutil.Process(zombie.proc.pid), *psutil.Process(zombie.proc.pid).children(recursive=True)]
+        for process in frozen:
+            process.suspend()
+        frozen_at = datetime.now(UTC)
+        try:
+            wait_for(lambda: len(survivor.assignments()) == 6, 120, "the survivor to take every partition")
+        finally:
+            for process in frozen:
+                process.resume()
+        producing.result()
+    assert_exactly_once(scenario, final_results(stack, topics, len(records)), stage_keys(videos))
+    assert zombie.proc.poll() is None
+    # Thawed mid-transaction, its transaction is past its bound at once; else its next one is fenced.
+    tried = {"producer_fenced", "transaction_failed", "partition_taken_over"}
+    thawed = [line for line in zombie.log_lines() if datetime.fromisoformat(line["ts"]) > frozen_at]
+    assert {line.get("event") for line in thawed} & tried, "the zombie tried to commit nothing: nothing was tested"
 
 
 def test_s3_stopped_for_10_seconds(

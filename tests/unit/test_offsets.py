@@ -93,3 +93,15 @@ def test_revoked_partition_state_is_a_fresh_tracker() -> None:
     fresh.finish(1)
     fresh.finish(2)
     assert fresh.ready() == 3
+
+
+def test_a_tracker_taken_over_at_a_committed_offset_refuses_older_records() -> None:
+    tracker: PartitionOffsets[str] = PartitionOffsets(committed=40)
+    assert tracker.position == 40
+    assert tracker.ready() is None
+    with pytest.raises(OffsetWentBackwards):
+        tracker.start(39)
+    tracker.start(42)  # 40 and 41 held transaction markers
+    tracker.finish(42, "answer")
+    assert tracker.ready() == 43
+    assert tracker.take(43) == ["answer"]
