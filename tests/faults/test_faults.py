@@ -22,6 +22,7 @@ import orjson
 import psutil
 import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from inference import commit
 from scripts import bench, devstack
@@ -77,11 +78,21 @@ def answered(stack: Endpoints, topics: Topics, enough: int) -> int:
 
 def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: float = 300) -> list[dict[str, Any]]:
     """All results, read once the group has committed every task (so no late duplicate can follow)."""
-    wait_for(lambda: committed_total(stack, topics) >= task_count, timeout_s, "every task committed")
+    wait_for(lambda: all_committed(stack, topics, task_count), timeout_s, "every task committed")
     records = asyncio.run(
         consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=5, read_committed=True)
     )
     return result_values(records)
+
+
+def all_committed(stack: Endpoints, topics: Topics, task_count: int) -> bool:
+    # Thawed after a freeze longer than its broker session (9 s), the combined broker and
+    # controller can answer metadata without any broker for a moment, and aiokafka's bootstrap
+    # then fails with an AssertionError. For this probe that means "not yet"; the deadline holds.
+    try:
+        return committed_total(stack, topics) >= task_count
+    except (KafkaError, AssertionError):
+        return False
 
 
 @pytest.fixture(autouse=True)
