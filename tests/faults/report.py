@@ -28,8 +28,10 @@ def record(scenario: str, tasks: int, answered: Iterable[tuple[str, int]], wall_
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'scenario':44} {'frames':>6} {'results':>7} {'missing':>7} {'duplicates':>10} {'wall s':>7}"]
+    width = max([len("scenario"), *(len(r.scenario) for r in rows)])
+    lines = [f"{'scenario':{width}} {'frames':>6} {'results':>7} {'missing':>7} {'duplicates':>10} {'wall s':>7}"]
     lines += [
-        f"{r.scenario:44} {r.frames:6d} {r.results:7d} {r.missing:7d} {r.duplicates:10d} {r.wall_s:7.1f}" for r in rows
+        f"{r.scenario:{width}} {r.frames:6d} {r.results:7d} {r.missing:7d} {r.duplicates:10d} {r.wall_s:7.1f}"
+        for r in rows
     ]
     return "\n".join(lines)
