@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 # coordinator errors and unanswered requests without end, and a cycle stuck there holds back every
 # answer of the replica. A step past the bound counts as failed and the next cycle starts afresh.
 STEP_TIMEOUT_S = 5.0
+# How a step fails. aiokafka fails some with an AssertionError of its own: a client bootstrapped
+# from a metadata answer that lists no broker ("Did we not perform bootstrap?", from a broker just
+# back from a freeze), a transaction begun on a producer in its fatal state.
+STEP_ERRORS = (KafkaError, TimeoutError, AssertionError)
 
 
 class Checkpoint(ABC):
@@ -79,7 +83,7 @@ class Checkpoint(ABC):
             try:
                 async with asyncio.timeout(STEP_TIMEOUT_S):
                     return await _committed_or_start(self._consumer, sorted(partitions))
-            except (KafkaError, TimeoutError) as exc:
+            except STEP_ERRORS as exc:
                 log_event(logger, logging.WARNING, "committed_read_failed", error=repr(exc),
                           partitions=partition_names(partitions), attempt=attempt)  # fmt: skip
                 await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
@@ -167,7 +171,7 @@ class AtLeastOnceCheckpoint(Checkpoint):
             return {}
         try:
             await asyncio.wait_for(self._consumer.commit(points), STEP_TIMEOUT_S)
-        except (KafkaError, TimeoutError) as exc:
+        except STEP_ERRORS as exc:
             log_event(logger, logging.WARNING, "commit_failed", error=repr(exc), partitions=_names(points))
             return {}
         for tp, point in points.items():
@@ -236,7 +240,7 @@ class TransactionalCheckpoint(Checkpoint):
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "producer_fenced", topic=tp.topic, partition=tp.partition)
             return False
-        except Exception as exc:  # noqa: BLE001 - aiokafka's own state checks raise AssertionError too
+        except STEP_ERRORS as exc:
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "transaction_failed", error=repr(exc), topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
@@ -284,7 +288,7 @@ class TransactionalCheckpoint(Checkpoint):
             return
         try:
             committed = await asyncio.wait_for(self._consumer.committed(tp), STEP_TIMEOUT_S)
-        except (KafkaError, TimeoutError):
+        except STEP_ERRORS:
             self._uncertain[tp] = point
             await self._stop_producer(tp)
             return
@@ -313,7 +317,7 @@ class TransactionalCheckpoint(Checkpoint):
             producer = AIOKafkaProducer(**options)
             try:
                 await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S)
-            except (KafkaError, TimeoutError) as exc:
+            except STEP_ERRORS as exc:
                 await _stop(producer, tp)
                 log_event(logger, logging.WARNING, "producer_start_failed", error=repr(exc), topic=tp.topic,
                           partition=tp.partition, attempt=attempt)  # fmt: skip
@@ -338,7 +342,7 @@ async def _stop(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
     """
     try:
         await asyncio.wait_for(producer.stop(), STEP_TIMEOUT_S)
-    except (KafkaError, TimeoutError):
+    except STEP_ERRORS:
         await _tear_down(producer, tp)
 
 
@@ -352,7 +356,7 @@ async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
             break
         sender.cancel()
         await asyncio.wait({sender}, timeout=wait_s)
-    with contextlib.suppress(KafkaError, TimeoutError):
+    with contextlib.suppress(*STEP_ERRORS):
         await asyncio.wait_for(producer.client.close(), STEP_TIMEOUT_S)
     log_event(logger, logging.WARNING, "producer_torn_down", topic=tp.topic, partition=tp.partition,
               sender_ended=sender is None or sender.done())  # fmt: skip
