@@ -30,8 +30,7 @@ from inference.config import KafkaSettings
 from inference.logs import log_event, partition_names
 from inference.metrics import Metrics
 from inference.offsets import PartitionOffsets
-from inference.publish import Outgoing, Publisher, producer_options
-from inference.storage import backoff_s
+from inference.publish import Outgoing, Publisher, kafka_backoff_s, producer_options
 
 logger = logging.getLogger(__name__)
 # One bound for every Kafka step of a commit cycle (a transaction, a producer start or stop, a
@@ -86,7 +85,7 @@ class Checkpoint(ABC):
             except STEP_ERRORS as exc:
                 log_event(logger, logging.WARNING, "committed_read_failed", error=repr(exc),
                           partitions=partition_names(partitions), attempt=attempt)  # fmt: skip
-                await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
+                await asyncio.sleep(kafka_backoff_s(attempt))
 
     async def forget(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
@@ -321,7 +320,7 @@ class TransactionalCheckpoint(Checkpoint):
                 await _stop(producer, tp)
                 log_event(logger, logging.WARNING, "producer_start_failed", error=repr(exc), topic=tp.topic,
                           partition=tp.partition, attempt=attempt)  # fmt: skip
-                await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
+                await asyncio.sleep(kafka_backoff_s(attempt))
                 continue
             self._producers[tp] = producer
             return producer

@@ -48,6 +48,11 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
+def kafka_backoff_s(attempt: int) -> float:
+    """The pause before retrying a Kafka step (attempt counts from 1): jittered, 0.5 s doubling to 5 s."""
+    return backoff_s(attempt, base_s=0.5, cap_s=5.0)
+
+
 class Publisher:
     """Sends records and returns only once the broker has acknowledged them."""
 
@@ -70,7 +75,7 @@ class Publisher:
                 return
             except KafkaError as exc:
                 self._log_retry(exc, attempt, describe)
-                await asyncio.sleep(backoff_s(attempt, base_s=0.5, cap_s=5.0))
+                await asyncio.sleep(kafka_backoff_s(attempt))
 
     def _log_retry(self, exc: KafkaError, attempt: int, describe: dict[str, object]) -> None:
         now = time.monotonic()
