@@ -45,5 +45,7 @@ clean:
 	scripts/dev-stack down || true
 	rm -rf $(VENV) .dev-stack .cache
 
+# e.g. `make bench BENCH_ARGS="--frames 400 --imgsz 640"` for YOLOv8n's usual input size.
+BENCH_ARGS ?= --frames 400
 bench: install
-	$(PY) -m scripts.bench --frames 400
+	$(PY) -m scripts.bench $(BENCH_ARGS)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,6 +37,9 @@ TOPIC_PARTITIONS = {
 FRAMES_BUCKET = "frames"
 KAFKA_STOP_S = 30.0
 WEED_STOP_S = 5.0
+# free_port() picks listening ports from here up to the kernel's ephemeral range.
+LISTEN_PORTS_FROM = 20000
+_HANDED_OUT: set[int] = set()
 # Where SeaweedFS puts its local sockets: fixed in SeaweedFS, whatever TMPDIR says.
 WEED_SOCKET_DIR = Path("/tmp")  # noqa: S108
 READY_TIMEOUT_S = 120.0
@@ -91,10 +95,38 @@ class StackInfo:
 
 
 def free_port() -> int:
+    """A port that binds now, below the kernel's ephemeral range where the range leaves room.
+
+    A port from bind(0) lies in the range that outgoing connections take their source ports
+    from, and it is closed again before the server binds it: a client connecting in that gap
+    can take it, and the server exits (SeaweedFS: "bind: address already in use").
+    """
+    low = _ephemeral_low()
+    if low - LISTEN_PORTS_FROM >= 1000:
+        for port in random.sample(range(LISTEN_PORTS_FROM, low), 50):
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)  # a stack asks for several before it binds any
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # not Linux: bind(0) it is
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_open(port: int) -> bool:
@@ -280,6 +312,7 @@ def start_s3(state_dir: Path, data: Path, port: int) -> int:
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
         # Volumes up to what the disk holds: the default of 8 (512 MB here) fills after some bench runs.
         "-volume.max=0",
+        "-master.telemetry=false",  # a local stack does not report home (and reaches no network in CI)
         *(f"-{name}={value}" for name, value in internal.items()),
     ]  # fmt: skip
     # SeaweedFS leaves its local sockets in /tmp (-logtostderr keeps its log files out of there):

@@ -33,6 +33,7 @@ async def serve() -> None:
 
     kafka, s3, model_settings = build(KafkaSettings), build(S3Settings), build(ModelSettings)
     model = YOLO(str(model_settings.path))
+    imgsz = {"imgsz": model_settings.imgsz} if model_settings.imgsz else {}  # else the checkpoint's
     info = ModelInfo(name=model_settings.path.name, conf=model_settings.conf, iou=model_settings.iou)
     consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=kafka.group_id, enable_auto_commit=False,
                                 auto_offset_reset="earliest")  # fmt: skip
@@ -48,7 +49,7 @@ async def serve() -> None:
                 data = await response["Body"].read()
                 image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                 assert image is not None, f"undecodable frame {task.s3_key}"
-                boxes = model.predict(image, conf=info.conf, iou=info.iou, verbose=False)[0].boxes
+                boxes = model.predict(image, conf=info.conf, iou=info.iou, verbose=False, **imgsz)[0].boxes
                 detections = [
                     Detection(class_id=int(c), class_name=model.names[int(c)], confidence=float(s), bbox=tuple(b))
                     for c, s, b in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist(), strict=True)

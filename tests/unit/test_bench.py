@@ -1,11 +1,12 @@
-"""The bench's reading of the worker's event-loop lag histogram, from a real exposition."""
+"""The bench's reading of the worker's event-loop lag histogram (from a real exposition), and its
+baseline bracketing."""
 
 from __future__ import annotations
 
 from prometheus_client import generate_latest
 
 from inference.metrics import Metrics
-from scripts.bench import LoopLag
+from scripts.bench import LoopLag, Measure, bracketing
 
 
 def exposition(lags_s: list[float]) -> str:
@@ -28,3 +29,12 @@ def test_a_run_counts_only_the_wakeups_between_two_scrapes() -> None:
 def test_no_histogram_means_no_summary() -> None:
     assert LoopLag.parse("").summary() == {}
     assert LoopLag.parse(exposition([])).summary() == {}
+
+
+def test_a_bracketed_baseline_is_the_mean_rate_of_its_two_readings() -> None:
+    before = Measure("model-only onnx P=2", 400, 2.0, cpu_percent=100.0)  # 200 frames/s
+    after = Measure("model-only onnx P=2, again", 400, 4.0, cpu_percent=90.0)  # 100 frames/s: the machine slowed
+    bound = bracketing(before, after)
+    assert bound.fps == 150.0
+    assert bound.cpu_percent == 95.0
+    assert bound.name == before.name

@@ -1,8 +1,12 @@
-"""Where the local stack keeps its servers' data: memory when it has room, the state dir otherwise."""
+"""The local stack's choices: where its servers keep their data (memory when it has room, the
+state dir otherwise) and which ports they listen on."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+
+import pytest
 
 from scripts import devstack
 
@@ -28,3 +32,20 @@ def test_data_stays_in_the_state_dir_without_room_or_memory(tmp_path: Path) -> N
 def test_a_state_file_from_before_data_dirs_means_the_state_dir() -> None:
     info = devstack.StackInfo("/tmp/state", 9092, 8333, 1, 2)
     assert info.data == Path("/tmp/state")
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_not_handed_out_twice() -> None:
+    low = devstack._ephemeral_low()
+    if low - devstack.LISTEN_PORTS_FROM < 1000:
+        pytest.skip(f"no room below this kernel's ephemeral range (it starts at {low})")
+    ports = [devstack.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(devstack.LISTEN_PORTS_FROM <= port < low for port in ports)
+
+
+def test_a_free_port_can_be_listened_on() -> None:
+    port = devstack.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert devstack.port_open(port)
