@@ -522,8 +522,8 @@ def plot(measures: list[Measure], path: Path) -> None:
 def bracketing(before: Measure, after: Measure) -> Measure:
     """The mean rate of one measurement taken before and after the run it is a baseline for.
 
-    The machine's speed drifts within minutes here (a shared host: the ONNX bound read 249
-    frames/s in one session and 163 in another, and the guest shows no steal time), so a baseline
+    The machine's speed drifts within minutes here (a shared host, and the guest shows no steal
+    time: torch's bound read 36.4 and then 41.9 frames/s around one pipeline run), so a baseline
     taken once, before, biases the ratio by that drift. Both readings are in the report.
     """
     mean_fps = (before.fps + after.fps) / 2
