@@ -1,8 +1,8 @@
 """Everything that runs inside pool processes: the per-process model, decode, predict.
 
-The pool's initializer (`init_process`) loads the model once per process and warms
-it up; the entry point (`detect`) takes encoded image bytes and returns plain
-Python data, so no numpy array crosses the process boundary.
+A pool process runs `serve`: `init_process` loads the model once and warms it up, then
+`detect` answers each frame read from the replica's socket. It takes encoded image bytes
+and returns plain Python data, so no numpy array crosses the process boundary.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import pickle
 import signal
+import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +28,8 @@ from inference import onnx_model
 from inference.backends import Backend, configure_runtime
 from inference.errors import InvalidImage
 
+# Each message between a replica and a pool process: its length, then the bytes.
+FRAME_HEADER = struct.Struct("<Q")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers that carry the image size (all SOFn but DHT/JPG/DAC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -237,3 +242,46 @@ def detect(data: bytes) -> DetectOutput:
     height, width = image.shape[:2]
     elapsed_ms = (time.perf_counter() - started) * 1000
     return DetectOutput(int(width), int(height), tuple(detections), elapsed_ms)
+
+
+Init = Callable[[DetectorConfig], None]
+Entry = Callable[[bytes], DetectOutput]
+
+
+def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry) -> None:
+    """A pool process: load the model, then answer frames from the socket in order until it closes."""
+    # The replica drains on SIGTERM/SIGINT and then closes the lanes: a signal to the whole process
+    # group must not kill the frames it is draining. A dying replica takes its lanes along (init).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        init(config)
+    except Exception as exc:  # noqa: BLE001 - the replica reports why the model did not load
+        _send(sock, (False, f"{type(exc).__name__}: {exc}"))
+        return
+    _send(sock, (True, None))
+    frames = sock.makefile("rb")
+    while (data := _read(frames)) is not None:
+        try:
+            reply: tuple[bool, object] = (True, entry(data))
+        except Exception as exc:  # noqa: BLE001 - the frame's caller decides what the error means
+            reply = (False, exc)
+        _send(sock, reply)
+
+
+def _send(sock: socket.socket, reply: tuple[bool, object]) -> None:
+    try:
+        payload = pickle.dumps(reply)
+    except Exception:  # noqa: BLE001 - an error that does not pickle still answers its frame
+        payload = pickle.dumps((False, RuntimeError(f"{type(reply[1]).__name__} (not picklable): {reply[1]!r}"[:1000])))
+    sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
+
+
+def _read(stream: BinaryIO) -> bytes | None:
+    """One frame from the replica; None when it closed the socket."""
+    header = stream.read(FRAME_HEADER.size)
+    if len(header) < FRAME_HEADER.size:
+        return None
+    (size,) = FRAME_HEADER.unpack(header)
+    data = stream.read(size)
+    return data if len(data) == size else None

@@ -37,7 +37,9 @@ class Metrics:
         )
         self.in_flight = Gauge("inference_frames_in_flight", "Frames consumed and not yet answered.", registry=r)
         self.pool_alive = Gauge("inference_pool_processes_alive", "Live detector pool processes.", registry=r)
-        self.pool_restarts = Counter("inference_pool_restarts", "Detector pools replaced after a crash.", registry=r)
+        self.pool_restarts = Counter(
+            "inference_pool_restarts", "Pool processes started again after one died.", registry=r
+        )
         self.model_load_seconds = Gauge(
             "inference_model_load_seconds", "Time to start the pool and load the model in it.", registry=r
         )

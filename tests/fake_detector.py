@@ -1,0 +1,34 @@
+"""Stand-ins for detector.init_process and detector.detect, for pool tests in real spawned processes.
+
+The frame's bytes say what to do: crash the process, hang, fail, or answer with its length
+and the pid of the process that answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from inference.detector import DetectorConfig, DetectOutput
+from inference.errors import InvalidImage
+
+BROKEN_MODEL = "broken"
+
+
+def init(config: DetectorConfig) -> None:
+    if config.model_path == BROKEN_MODEL:
+        raise RuntimeError("no model at 'broken'")
+
+
+def detect(data: bytes) -> DetectOutput:
+    if data == b"crash":
+        os._exit(3)
+    if data == b"hang":
+        time.sleep(3600)
+    if data == b"slow":
+        time.sleep(0.5)
+    if data == b"invalid":
+        raise InvalidImage("not an image")
+    if data == b"bug":
+        raise ValueError("a bug in the detector")
+    return DetectOutput(width=len(data), height=os.getpid(), detections=(), detect_ms=0.0)

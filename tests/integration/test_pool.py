@@ -1,0 +1,98 @@
+"""The detector pool with real spawned processes: routing, crashes, hangs, errors, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inference.detector import DetectorConfig, DetectOutput
+from inference.errors import InferenceFailed, InvalidImage
+from inference.pool import DetectorPool, LaneFailed
+from tests import fake_detector
+
+
+def config(model_path: str = "unused") -> DetectorConfig:
+    return DetectorConfig(model_path, "onnx", "cpu", 32, 0.25, 0.45, 1, 10**6)
+
+
+def pool_of(processes: int, frame_timeout_s: float = 30.0, attempts: int = 2) -> DetectorPool:
+    return DetectorPool(config(), processes, frame_timeout_s, attempts, on_restart=None,
+                        init=fake_detector.init, entry=fake_detector.detect)  # fmt: skip
+
+
+@pytest.fixture
+async def two() -> AsyncIterator[DetectorPool]:
+    pool = pool_of(2, frame_timeout_s=2.0)
+    await pool.start()
+    yield pool
+    await pool.close()
+
+
+async def until(predicate: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_every_answer_reaches_its_own_frame_across_both_processes(two: DetectorPool) -> None:
+    frames = [b"x" * (i + 1) for i in range(60)] + [b"y" * 5_000_000]
+    outputs = await asyncio.gather(*(two.detect(frame, {}) for frame in frames))
+    assert [o.width for o in outputs] == [len(frame) for frame in frames]
+    assert len({o.height for o in outputs}) == 2, "both processes answered"
+    assert two.alive_count() == 2
+
+
+async def test_a_frame_that_kills_its_process_fails_alone_and_the_process_comes_back(two: DetectorPool) -> None:
+    results = await asyncio.gather(two.detect(b"crash", {}), *(two.detect(b"ok%d" % i, {}) for i in range(20)),
+                                   return_exceptions=True)  # fmt: skip
+    assert isinstance(results[0], InferenceFailed)
+    assert all(isinstance(r, DetectOutput) and r.width == len(b"ok%d" % i) for i, r in enumerate(results[1:]))
+    assert two.restarts == 2, "one death per attempt"
+    await until(lambda: two.alive_count() == 2, 60, "the replaced process")
+    assert (await two.detect(b"after", {})).width == 5
+
+
+async def test_a_hung_frame_is_killed_at_its_timeout_and_the_others_pass(two: DetectorPool) -> None:
+    results = await asyncio.gather(two.detect(b"hang", {}), *(two.detect(b"ok", {}) for _ in range(6)),
+                                   return_exceptions=True)  # fmt: skip
+    assert isinstance(results[0], InferenceFailed)
+    assert "exceeded" in str(results[0])
+    assert all(isinstance(r, DetectOutput) for r in results[1:])
+
+
+async def test_errors_raised_in_the_process_come_back_as_they_were(two: DetectorPool) -> None:
+    with pytest.raises(InvalidImage, match="not an image"):
+        await two.detect(b"invalid", {})
+    with pytest.raises(ValueError, match="a bug"):
+        await two.detect(b"bug", {})
+    assert two.restarts == 0
+
+
+async def test_a_cancelled_frame_leaves_its_lane_in_step(two: DetectorPool) -> None:
+    slow = [asyncio.create_task(two.detect(b"slow", {})) for _ in range(4)]
+    await asyncio.sleep(0)  # one turn of the loop: each task places its frame in a lane (two each)
+    for task in slow:
+        task.cancel()
+    outputs = await asyncio.gather(*(two.detect(b"z" * n, {}) for n in range(1, 9)))
+    assert [o.width for o in outputs] == list(range(1, 9))
+
+
+async def test_a_model_that_does_not_load_fails_the_start_and_leaves_no_process() -> None:
+    pool = DetectorPool(config(fake_detector.BROKEN_MODEL), 2, 30.0, 2, init=fake_detector.init,
+                        entry=fake_detector.detect)  # fmt: skip
+    with pytest.raises(LaneFailed, match="no model at 'broken'"):
+        await pool.start()
+    assert multiprocessing.active_children() == []
+
+
+async def test_close_ends_every_process(two: DetectorPool) -> None:
+    await two.detect(b"ok", {})
+    await two.close()
+    assert two.alive_count() == 0
+    assert multiprocessing.active_children() == []
