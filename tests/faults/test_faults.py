@@ -77,12 +77,18 @@ def answered(stack: Endpoints, topics: Topics, enough: int) -> int:
 
 
 def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: float = 300) -> list[dict[str, Any]]:
-    """All results, read once the group has committed every task (so no late duplicate can follow)."""
+    """All results, read once the group has committed every task (so no late duplicate can follow).
+
+    Each record counts once, by its partition and offset: a reader whose fetch position goes back
+    (a broker just thawed) reads some records again, and that is not an answer given twice. An
+    answer given twice is a second record, at an offset of its own, and still counts twice.
+    """
     wait_for(lambda: all_committed(stack, topics, task_count), timeout_s, "every task committed")
     records = asyncio.run(
         consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=5, read_committed=True)
     )
-    return result_values(records)
+    unique = {(r.partition, r.offset): r for r in records}
+    return result_values([unique[place] for place in sorted(unique)])
 
 
 def all_committed(stack: Endpoints, topics: Topics, task_count: int) -> bool:
