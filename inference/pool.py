@@ -18,7 +18,6 @@ attempts, gets `inference_failed`; frames that were only collateral damage succe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import pickle
@@ -128,8 +127,7 @@ class _Lane(asyncio.Protocol):
             self._transport.close()
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, AttributeError):
-            self.process.kill()
+        self.process.kill()  # a no-op on a process that has already exited
 
 
 async def _reap(process: BaseProcess, timeout_s: float) -> None:

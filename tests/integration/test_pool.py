@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +12,7 @@ from inference.detector import DetectorConfig, DetectOutput
 from inference.errors import InferenceFailed, InvalidImage
 from inference.pool import DetectorPool, LaneFailed
 from tests import fake_detector
+from tests.support import eventually
 
 
 def config(model_path: str = "unused") -> DetectorConfig:
@@ -32,14 +32,6 @@ async def two() -> AsyncIterator[DetectorPool]:
     await pool.close()
 
 
-async def until(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_every_answer_reaches_its_own_frame_across_both_processes(two: DetectorPool) -> None:
     frames = [b"x" * (i + 1) for i in range(60)] + [b"y" * 5_000_000]
     outputs = await asyncio.gather(*(two.detect(frame, {}) for frame in frames))
@@ -54,7 +46,11 @@ async def test_a_frame_that_kills_its_process_fails_alone_and_the_process_comes_
     assert isinstance(results[0], InferenceFailed)
     assert all(isinstance(r, DetectOutput) and r.width == len(b"ok%d" % i) for i, r in enumerate(results[1:]))
     assert two.restarts == 2, "one death per attempt"
-    await until(lambda: two.alive_count() == 2, 60, "the replaced process")
+
+    async def both_alive() -> bool:
+        return two.alive_count() == 2
+
+    await eventually(both_alive, 60, "the replaced process")
     assert (await two.detect(b"after", {})).width == 5
 
 

@@ -7,9 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from inference.messages import Detection, ErrorInfo, FrameResult
 from runner.collector import ordered_results
 from scripts.synthetic import write_demo_video
 from tests.stack import Endpoints
-from tests.support import REPO_ROOT, Topics, consume, run_runner, s3_session
+from tests.support import REPO_ROOT, Topics, consume, eventually, run_runner, s3_session
 
 FPS = 10.0
 WIDTH, HEIGHT = 640, 360
@@ -98,14 +96,6 @@ async def committed_offset(bootstrap: str, group: str, tp: TopicPartition) -> in
         return offset
     finally:
         await consumer.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def load(path: Path) -> dict[str, Any]:
