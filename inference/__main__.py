@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 
+from inference.backends import detector_config
 from inference.config import ConfigError, load_settings
 from inference.logs import configure_logging, log_event
 from inference.service import Worker
@@ -31,8 +32,10 @@ def main() -> int:
         print(f"inference: {exc}", file=sys.stderr)  # noqa: T201 - before logging is configured
         return EXIT_CONFIG
     configure_logging(settings.log.format, settings.log.level)
-    worker = Worker(settings, on_ready=lambda: log_event(logger, logging.INFO, "worker_started"))
     try:
+        worker = Worker(
+            settings, detector_config(settings), on_ready=lambda: log_event(logger, logging.INFO, "worker_started")
+        )
         asyncio.run(_serve(worker))
     except Exception:  # noqa: BLE001 - the last line of a dying service must say why
         log_event(logger, logging.CRITICAL, "worker_failed", exc_info=True)

@@ -1,24 +1,32 @@
-"""CPU inference backends: the same YOLO weights run by torch, ONNX Runtime or OpenVINO.
+"""The model a pool process loads: its backend, device, imgsz, export file, resolved once at start-up.
 
-`model_file` turns the .pt weights into what the chosen backend loads, exporting once into a
-cache next to the weights; `configure_runtime` holds the runtime to the pool's thread budget.
+The same YOLO weights run on torch, ONNX Runtime or OpenVINO. `detector_config` resolves, once
+at start-up, the device, backend, imgsz and model file into a `DetectorConfig`. `model_file`
+turns the .pt weights into what the chosen backend loads, exporting once into a cache next to
+the weights; `configure_runtime` holds the runtime to the pool's thread budget.
 ultralytics runs the weights and the OpenVINO export (`YOLO(path, task="detect").predict`); the
 ONNX export runs on inference/onnx_model.py, without torch in the pool process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
 import importlib.util
+import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from inference.config import ModelSettings, Settings, WorkerSettings, available_cores
 
 Backend = Literal["torch", "onnx", "openvino"]
 
@@ -26,6 +34,82 @@ Backend = Literal["torch", "onnx", "openvino"]
 _SUFFIX: dict[Backend, str] = {"onnx": ".onnx", "openvino": "_openvino_model"}
 # Export and inference need these; were one missing, ultralytics would try to pip-install it.
 _PACKAGES: dict[Backend, tuple[str, ...]] = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What a pool process needs to build its model; picklable for the spawn context."""
+
+    model_path: str  # what `backend` loads: the .pt itself or its export
+    backend: Backend
+    device: str
+    imgsz: int
+    conf: float
+    iou: float
+    threads: int
+    max_pixels: int
+    # The replica's pid, taken where the config is built: pool processes die with it.
+    parent_pid: int = field(default_factory=os.getpid)
+
+
+def detector_config(settings: Settings) -> DetectorConfig:
+    """Resolve what the pool processes load, in a short-lived process of its own.
+
+    Resolving needs torch and ultralytics (the device, the checkpoint's imgsz, the export on a
+    first start). Imported in the replica's main process they would stay there for good, several
+    times the memory that consuming, fetching and publishing need.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as helper:
+        resolved = helper.submit(resolve_detector, settings.model, settings.worker).result()
+    # The pool processes die with this process, not with the helper that built the config.
+    return dataclasses.replace(resolved, parent_pid=os.getpid())
+
+
+def resolve_detector(model: ModelSettings, worker: WorkerSettings) -> DetectorConfig:
+    """The concrete device, backend, imgsz and model file; exports the weights, once, when the backend needs it."""
+    device = resolve_device(model.device)
+    backend = resolve_backend(model.backend, device)
+    imgsz = model.imgsz or checkpoint_imgsz(model.path)
+    return DetectorConfig(
+        model_path=str(model_file(model.path, backend, imgsz)),
+        backend=backend,
+        device=device,
+        imgsz=imgsz,
+        conf=model.conf,
+        iou=model.iou,
+        threads=max(1, available_cores() // worker.processes),
+        max_pixels=worker.max_frame_pixels,
+    )
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_backend(backend: str, device: str) -> Backend:
+    """`auto` is ONNX Runtime on the CPU, where it beats torch, and torch on an accelerator."""
+    if backend == "auto":
+        return "onnx" if device == "cpu" else "torch"
+    if backend in ("torch", "onnx", "openvino"):
+        return backend  # type: ignore[return-value]
+    raise ValueError(f"unknown model backend {backend!r}")
+
+
+def checkpoint_imgsz(model_path: str | Path) -> int:
+    """The imgsz the weights were trained at (ultralytics keeps it in train_args); 640 when unknown."""
+    from ultralytics import YOLO
+
+    args = getattr(YOLO(str(model_path)).model, "args", None) or {}
+    imgsz = args.get("imgsz") if isinstance(args, dict) else None
+    if isinstance(imgsz, int):
+        return imgsz
+    if isinstance(imgsz, (list, tuple)) and imgsz and isinstance(imgsz[0], int):
+        return max(int(v) for v in imgsz)
+    return 640
 
 
 def model_file(weights: Path, backend: Backend, imgsz: int) -> Path:
@@ -120,7 +204,7 @@ def _configure_openvino(threads: int) -> None:
 
     # ultralytics compiles with a Core of its own and no thread setting, so every Core made in this
     # process gets the limit. f32: on CPUs with bf16 units (AVX512-BF16, AMX) OpenVINO otherwise
-    # computes in bf16, twice as fast but with confidences up to 0.03 off torch's, and only there.
+    # computes in bf16, and its confidences would differ from torch's on those hosts alone.
     properties = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
 
     class Core(openvino.Core):  # type: ignore[misc]

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -30,7 +30,8 @@ from inference.config import KafkaSettings
 from inference.logs import log_event, partition_names
 from inference.metrics import Metrics
 from inference.offsets import PartitionOffsets
-from inference.publish import Outgoing, Publisher, kafka_backoff_s, producer_options
+from inference.publish import Outgoing, Publisher, producer_options
+from inference.retry import KAFKA_BACKOFF, RetryLog, retry
 
 logger = logging.getLogger(__name__)
 # One bound for every Kafka step of a commit cycle (a transaction, a producer start or stop, a
@@ -42,6 +43,8 @@ STEP_TIMEOUT_S = 5.0
 # from a metadata answer that lists no broker ("Did we not perform bootstrap?", from a broker just
 # back from a freeze), a transaction begun on a producer in its fatal state.
 STEP_ERRORS = (KafkaError, TimeoutError, AssertionError)
+# Builds a partition's transactional producer from its options; tests pass a fake.
+ProducerFactory = Callable[..., AIOKafkaProducer]
 
 
 class Checkpoint(ABC):
@@ -76,16 +79,13 @@ class Checkpoint(ABC):
 
     async def _starting_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         """The committed offset of each partition, or its log start where none is; retried until read."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with asyncio.timeout(STEP_TIMEOUT_S):
-                    return await _committed_or_start(self._consumer, sorted(partitions))
-            except STEP_ERRORS as exc:
-                log_event(logger, logging.WARNING, "committed_read_failed", error=repr(exc),
-                          partitions=partition_names(partitions), attempt=attempt)  # fmt: skip
-                await asyncio.sleep(kafka_backoff_s(attempt))
+
+        async def read() -> dict[TopicPartition, int]:
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                return await _committed_or_start(self._consumer, sorted(partitions))
+
+        return await retry(read, backoff=KAFKA_BACKOFF, log=RetryLog(logger, "committed_read_failed"),
+                           retriable=_step_failed, fields={"partitions": partition_names(partitions)})  # fmt: skip
 
     async def forget(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
@@ -180,10 +180,16 @@ class AtLeastOnceCheckpoint(Checkpoint):
 
 class TransactionalCheckpoint(Checkpoint):
     def __init__(
-        self, consumer: AIOKafkaConsumer, metrics: Metrics, settings: KafkaSettings, interval_s: float
+        self,
+        consumer: AIOKafkaConsumer,
+        metrics: Metrics,
+        settings: KafkaSettings,
+        interval_s: float,
+        producer_factory: ProducerFactory = AIOKafkaProducer,
     ) -> None:
         super().__init__(consumer, metrics, interval_s)
         self._settings = settings
+        self._producer_factory = producer_factory
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._fenced: set[TopicPartition] = set()
         # Partitions whose last transaction failed without a clear outcome, with its commit point.
@@ -310,21 +316,28 @@ class TransactionalCheckpoint(Checkpoint):
         owner is not fenced could publish a frame twice.
         """
         options: dict[str, Any] = {**producer_options(self._settings), "transactional_id": self.transactional_id(tp)}
-        for attempt in itertools.count(1):
-            if attempts is not None and attempt > attempts:
-                break
-            producer = AIOKafkaProducer(**options)
+
+        async def start() -> AIOKafkaProducer:
+            producer = self._producer_factory(**options)
             try:
                 await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S)
-            except STEP_ERRORS as exc:
+            except STEP_ERRORS:
                 await _stop(producer, tp)
-                log_event(logger, logging.WARNING, "producer_start_failed", error=repr(exc), topic=tp.topic,
-                          partition=tp.partition, attempt=attempt)  # fmt: skip
-                await asyncio.sleep(kafka_backoff_s(attempt))
-                continue
-            self._producers[tp] = producer
+                raise
             return producer
-        return None
+
+        log = RetryLog(logger, "producer_start_failed")
+        fields: dict[str, object] = {"topic": tp.topic, "partition": tp.partition}
+        try:
+            producer = await retry(
+                start, backoff=KAFKA_BACKOFF, log=log, retriable=_step_failed, attempts=attempts, fields=fields
+            )
+        except STEP_ERRORS as exc:
+            # Only a bounded start ends here, and retry() raises its last failure unlogged.
+            log.failed(exc, attempts or 0, fields)
+            return None
+        self._producers[tp] = producer
+        return producer
 
     async def _stop_producer(self, tp: TopicPartition) -> None:
         producer = self._producers.pop(tp, None)
@@ -359,6 +372,11 @@ async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
         await asyncio.wait_for(producer.client.close(), STEP_TIMEOUT_S)
     log_event(logger, logging.WARNING, "producer_torn_down", topic=tp.topic, partition=tp.partition,
               sender_ended=sender is None or sender.done())  # fmt: skip
+
+
+def _step_failed(exc: BaseException) -> bool:
+    """A failed Kafka step is retried whatever its `retriable` flag says: each attempt starts afresh."""
+    return isinstance(exc, STEP_ERRORS)
 
 
 async def _committed_or_start(

@@ -1,7 +1,7 @@
 """Settings, one pydantic-settings class per concern, validated once at start-up.
 
-Variable names are part of the wire contract (DESIGN.md section 4). A wrong value
-fails start-up with one line naming the variable (`load_settings`).
+Variable names are part of the contract (other programs and deployments set them). A
+wrong value fails start-up with one line naming the variable (`load_settings`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: SecretStr | None = None
-    # at_least_once by default, as in Kafka Streams: exactly_once costs under 10% throughput
-    # (scripts/bench.py) but holds each answer for its transaction and a producer per partition.
+    # at_least_once by default, as in Kafka Streams: exactly_once holds each answer for its
+    # transaction and a producer per partition.
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     # exactly_once: how often each partition's finished prefix is committed in a transaction; the
     # results become visible to read_committed consumers only then (100 ms: Kafka Streams' value).
@@ -101,7 +101,7 @@ class ModelSettings(BaseSettings):
     # None: the imgsz the weights were trained at, read from the checkpoint.
     imgsz: int | None = Field(None, ge=32, le=4096)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-    # auto: ONNX Runtime on the CPU (measured ~1.4x torch there), torch on a GPU.
+    # auto: ONNX Runtime on the CPU, where it is the fastest backend, torch on a GPU.
     backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
 
     @field_validator("path")
@@ -151,9 +151,8 @@ class WorkerSettings(BaseSettings):
 
     @property
     def in_flight_limit(self) -> int:
-        # A frame spends ~100 ms in flight (fetch, queue, detect, publish until acked) for ~15 ms
-        # of a pool process: 16 per process kept the pool busy in scripts/bench.py, where 4 left
-        # it idle a fifth of the time (84 against 72 frames/s, 2 processes).
+        # A frame spends several times its detection in flight (fetch, queue, publish until acked):
+        # 16 per process keep the pool busy where fewer leave it idle (docs/performance.md).
         return self.max_in_flight or 16 * self.processes
 
 

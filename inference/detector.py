@@ -1,54 +1,30 @@
-"""Everything that runs inside pool processes: the per-process model, decode, predict.
+"""What runs inside a pool process: the model loaded once, then detections for each frame.
 
 A pool process runs `serve`: `init_process` loads the model once and warms it up, then
-`detect` answers each frame read from the replica's socket. It takes encoded image bytes
-and returns plain Python data, so no numpy array crosses the process boundary.
+`detect` answers each frame read from the replica's socket (framing.py). It takes encoded
+image bytes and returns plain Python data, so no numpy array crosses the process boundary.
 """
 
 from __future__ import annotations
 
 import ctypes
-import gc
 import os
-import pickle
 import signal
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from inference import onnx_model
-from inference.backends import Backend, configure_runtime
-from inference.errors import InvalidImage
-
-# Each message between a replica and a pool process: its length, then the bytes.
-FRAME_HEADER = struct.Struct("<Q")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers that carry the image size (all SOFn but DHT/JPG/DAC).
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """What a pool process needs to build its model; picklable for the spawn context."""
-
-    model_path: str  # what `backend` loads: the .pt itself or its export
-    backend: Backend
-    device: str
-    imgsz: int
-    conf: float
-    iou: float
-    threads: int
-    max_pixels: int
-    # The replica's pid, taken where the config is built: pool processes die with it.
-    parent_pid: int = field(default_factory=os.getpid)
+from inference.backends import DetectorConfig, configure_runtime
+from inference.framing import read_frame, send_reply
+from inference.heap import freeze_startup_heap
+from inference.image import decode
 
 
 @dataclass(frozen=True)
@@ -70,36 +46,6 @@ class DetectOutput:
 class _State:
     model: Any = None
     config: DetectorConfig | None = None
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_backend(backend: str, device: str) -> Backend:
-    """`auto` is ONNX Runtime on the CPU, where it beats torch, and torch on an accelerator."""
-    if backend == "auto":
-        return "onnx" if device == "cpu" else "torch"
-    if backend in ("torch", "onnx", "openvino"):
-        return backend  # type: ignore[return-value]
-    raise ValueError(f"unknown model backend {backend!r}")
-
-
-def checkpoint_imgsz(model_path: str | Path) -> int:
-    """The imgsz the weights were trained at (ultralytics keeps it in train_args); 640 when unknown."""
-    from ultralytics import YOLO
-
-    args = getattr(YOLO(str(model_path)).model, "args", None) or {}
-    imgsz = args.get("imgsz") if isinstance(args, dict) else None
-    if isinstance(imgsz, int):
-        return imgsz
-    if isinstance(imgsz, (list, tuple)) and imgsz and isinstance(imgsz[0], int):
-        return max(int(v) for v in imgsz)
-    return 640
 
 
 def init_process(config: DetectorConfig) -> None:
@@ -129,22 +75,10 @@ def _load(config: DetectorConfig) -> Any:
     return YOLO(config.model_path, task="detect")
 
 
-def freeze_startup_heap() -> None:
-    """Move everything allocated at start-up out of the garbage collector's sight.
-
-    A full collection scans every tracked object: ~350k after loading the model here (~130 ms),
-    ~100 ms in the replica's main process (botocore's service models, aiokafka), where each
-    one blocked the event loop and every frame in flight waited it out (the p99 at half load).
-    Frozen objects are never scanned; what the start-up heap holds lives as long as the process.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def _die_with_parent(parent_pid: int) -> None:
     """Have the kernel kill this process when the replica dies, even by SIGKILL.
 
-    Otherwise pool processes of a killed replica live on, each holding a loaded model (~0.4 GB),
+    Otherwise pool processes of a killed replica live on, each holding a loaded model,
     until the host runs out of memory.
     """
     if sys.platform != "linux":
@@ -153,66 +87,6 @@ def _die_with_parent(parent_pid: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the replica died before the line above took effect
         os._exit(1)
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from a JPEG or PNG header, without decoding the pixels."""
-    if data.startswith(_PNG_SIGNATURE):
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise InvalidImage("truncated PNG header")
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_size(data)
-    raise InvalidImage("not a JPEG or PNG image")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise InvalidImage("corrupt JPEG marker stream")
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return int(width), int(height)
-        if length < 2:
-            raise InvalidImage("corrupt JPEG segment length")
-        pos += 2 + length
-    raise InvalidImage("truncated JPEG: no frame header")
-
-
-def decode(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
-    """Check the declared size first (a small file can declare a huge image), then decode."""
-    import cv2
-
-    if not data:
-        raise InvalidImage("empty object")
-    width, height = image_size(data)
-    if width <= 0 or height <= 0:
-        raise InvalidImage(f"image declares size {width}x{height}")
-    if width * height > max_pixels:
-        raise InvalidImage(f"image is {width}x{height}, over the limit of {max_pixels} pixels")
-    if _looks_truncated(data):
-        raise InvalidImage("truncated JPEG: no end-of-image marker")
-    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise InvalidImage("image could not be decoded")
-    return np.asarray(decoded, dtype=np.uint8)
-
-
-def _looks_truncated(data: bytes) -> bool:
-    # libjpeg pads a cut-off stream with grey and succeeds; the missing EOI marker gives it away.
-    return data.startswith(b"\xff\xd8") and b"\xff\xd9" not in data[-64:]
 
 
 def _predict(image: npt.NDArray[np.uint8]) -> list[RawDetection]:
@@ -257,31 +131,13 @@ def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry)
     try:
         init(config)
     except Exception as exc:  # noqa: BLE001 - the replica reports why the model did not load
-        _send(sock, (False, f"{type(exc).__name__}: {exc}"))
+        send_reply(sock, (False, f"{type(exc).__name__}: {exc}"))
         return
-    _send(sock, (True, None))
+    send_reply(sock, (True, None))
     frames = sock.makefile("rb")
-    while (data := _read(frames)) is not None:
+    while (data := read_frame(frames)) is not None:
         try:
             reply: tuple[bool, object] = (True, entry(data))
         except Exception as exc:  # noqa: BLE001 - the frame's caller decides what the error means
             reply = (False, exc)
-        _send(sock, reply)
-
-
-def _send(sock: socket.socket, reply: tuple[bool, object]) -> None:
-    try:
-        payload = pickle.dumps(reply)
-    except Exception:  # noqa: BLE001 - an error that does not pickle still answers its frame
-        payload = pickle.dumps((False, RuntimeError(f"{type(reply[1]).__name__} (not picklable): {reply[1]!r}"[:1000])))
-    sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
-
-
-def _read(stream: BinaryIO) -> bytes | None:
-    """One frame from the replica; None when it closed the socket."""
-    header = stream.read(FRAME_HEADER.size)
-    if len(header) < FRAME_HEADER.size:
-        return None
-    (size,) = FRAME_HEADER.unpack(header)
-    data = stream.read(size)
-    return data if len(data) == size else None
+        send_reply(sock, reply)

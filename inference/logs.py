@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -61,24 +62,31 @@ def configure_logging(log_format: Literal["json", "console"] = "json", level: st
     handler.addFilter(RateLimit(prefix="aiokafka", interval_s=30.0))
 
 
+@dataclass
+class Throttle:
+    """Lets one event through per key and interval: an outage of minutes logs a few lines, not thousands."""
+
+    interval_s: float = 30.0
+    _last: dict[object, float] = field(default_factory=dict)
+
+    def allow(self, key: object = None) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval_s) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
 class RateLimit(logging.Filter):
     """Lets through one record per message template of loggers under `prefix` per interval."""
 
     def __init__(self, prefix: str, interval_s: float) -> None:
         super().__init__()
         self._prefix = prefix
-        self._interval_s = interval_s
-        self._last: dict[tuple[str, object], float] = {}
+        self._throttle = Throttle(interval_s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self._prefix):
-            return True
-        key = (record.name, record.msg)
-        now = time.monotonic()
-        if now - self._last.get(key, -self._interval_s) < self._interval_s:
-            return False
-        self._last[key] = now
-        return True
+        return not record.name.startswith(self._prefix) or self._throttle.allow((record.name, record.msg))
 
 
 def log_event(logger: logging.Logger, level: int, event: str, /, **fields: object) -> None:

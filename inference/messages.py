@@ -1,4 +1,4 @@
-"""The wire contract (DESIGN.md section 3): FrameTask in, FrameResult out, orjson on the wire."""
+"""The wire contract: FrameTask in, FrameResult out, orjson on the wire."""
 
 from __future__ import annotations
 
@@ -45,11 +45,28 @@ class FrameTask(BaseModel):
         return key
 
 
+# Decimals on the wire: a hundredth of a pixel or millisecond is below what anyone measures.
+CONFIDENCE_DECIMALS = 5
+PIXEL_DECIMALS = 2
+MS_DECIMALS = 2
+
+
 class Detection(BaseModel):
     class_id: int
     class_name: str
     confidence: float
     bbox: tuple[float, float, float, float]
+
+    @field_validator("confidence")
+    @classmethod
+    def _round_confidence(cls, confidence: float) -> float:
+        return round(confidence, CONFIDENCE_DECIMALS)
+
+    @field_validator("bbox")
+    @classmethod
+    def _round_bbox(cls, bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = (round(v, PIXEL_DECIMALS) for v in bbox)
+        return x1, y1, x2, y2
 
 
 class ImageInfo(BaseModel):
@@ -87,6 +104,11 @@ class FrameResult(BaseModel):
     timing_ms: dict[str, float] = Field(default_factory=dict)
     worker: str = ""
     error: ErrorInfo | None = None
+
+    @field_validator("timing_ms")
+    @classmethod
+    def _round_timing(cls, timing: dict[str, float]) -> dict[str, float]:
+        return {stage: round(ms, MS_DECIMALS) for stage, ms in timing.items()}
 
     def to_json(self) -> bytes:
         data = self.model_dump(mode="json", exclude_none=False)

@@ -2,8 +2,8 @@
 
 The same numbers as ultralytics' predictor on its own ONNX export (letterbox to the stride,
 class-aware NMS, boxes scaled back to the frame; the backend tests compare them with torch),
-in ~1 ms less per frame and ~600 MB less per process: importing ultralytics imports torch,
-and its predictor converts every frame to a torch tensor and back.
+in less time and memory: importing ultralytics imports torch, and its predictor converts every
+frame to a torch tensor and back.
 
 Only the plain detection head with dynamic input sizes is read here (output `(1, 4 + classes,
 anchors)`), which is what inference/backends.py exports; any other export (an end-to-end head,
@@ -38,8 +38,7 @@ def session_options(threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Idle intra-op threads otherwise spin for work, taking the core from the replica's event
-    # loop and the other pool processes: one process with 2 threads on 2 cores measured 75.8
-    # frames/s spinning, 117.2 without (one thread per process has no idle threads to spin).
+    # loop and the other pool processes.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 

@@ -1,13 +1,11 @@
-"""The process pool around detector.py: one lane per process, per-frame hard timeout, crash recovery.
+"""The detector pool: spawned processes that each load the model once, fed one lane per process.
 
 Each pool process is a lane: a spawned process at the other end of a socket pair that the
-event loop reads and writes itself. A frame's bytes go into the socket from the loop, and its
-answer wakes the loop directly. ProcessPoolExecutor passes every frame through a feeder thread
-and a manager thread, and on a small VM each wake-up of a thread costs real CPU: at imgsz 640
-on 2 cores the replica's main process spent 2.6-3.3 ms per frame with it and 2.0-2.4 ms with
-lanes (4 runs each, alternated), with 7.3 against 2.8 wake-ups per frame. A lane holds at most
-LANE_DEPTH frames, the one it detects and the next one already in its socket, so a process
-never waits for the loop between two frames.
+event loop reads and writes itself (framing.py). A frame's bytes go into the socket from the
+loop, and its answer wakes the loop directly; ProcessPoolExecutor would pass every frame through
+a feeder and a manager thread, and each thread wake-up costs CPU the replica's loop needs. A lane
+holds at most LANE_DEPTH frames, the one it detects and the next one already in its socket, so a
+process never waits for the loop between two frames. Every frame has a hard timeout.
 
 A lane whose process dies (segfault, OOM kill, a hung frame we kill) fails the frames it held
 and is started again on its own; the other lanes go on. Its frames are retried *exclusively*
@@ -20,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import pickle
 import socket
 import time
 from collections import deque
@@ -29,10 +26,12 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from inference import detector
-from inference.detector import FRAME_HEADER, DetectorConfig, DetectOutput, Entry, Init
+from inference.backends import DetectorConfig
+from inference.detector import DetectOutput, Entry, Init
 from inference.errors import InferenceFailed
+from inference.framing import ReplyReader, frame_message
 from inference.logs import log_event
-from inference.storage import backoff_s
+from inference.retry import POOL_START_BACKOFF, RetryLog, retry
 
 logger = logging.getLogger(__name__)
 LANE_DEPTH = 2
@@ -67,20 +66,14 @@ class _Lane(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._on_room = on_room
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._replies = ReplyReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= FRAME_HEADER.size:
-            (size,) = FRAME_HEADER.unpack_from(self._buffer)
-            if len(self._buffer) < FRAME_HEADER.size + size:
-                return
-            ok, value = pickle.loads(self._buffer[FRAME_HEADER.size : FRAME_HEADER.size + size])  # noqa: S301 - our own child
-            del self._buffer[: FRAME_HEADER.size + size]
+        for ok, value in self._replies.feed(data):
             self._answer(ok, value)
 
     def _answer(self, ok: bool, value: Any) -> None:
@@ -119,7 +112,7 @@ class _Lane(asyncio.Protocol):
         future.add_done_callback(_retrieve)
         self.pending.append(future)
         # One write, not two: a header alone would wake an idle process just to wait for the rest.
-        self._transport.writelines((FRAME_HEADER.pack(len(data)), data))
+        self._transport.writelines(frame_message(data))
         return future
 
     def close(self) -> None:
@@ -236,14 +229,12 @@ class DetectorPool:
 
     async def _restarted_lane(self) -> _Lane:
         """A new lane, tried again with backoff for as long as the model does not load."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._start_lane()
-            except (LaneFailed, OSError) as exc:
-                log_event(logger, logging.ERROR, "pool_process_start_failed", error=str(exc), attempt=attempt)
-                await asyncio.sleep(backoff_s(attempt, base_s=1.0, cap_s=30.0))
+        return await retry(
+            self._start_lane,
+            backoff=POOL_START_BACKOFF,
+            log=RetryLog(logger, "pool_process_start_failed", level=logging.ERROR),
+            retriable=lambda exc: isinstance(exc, LaneFailed | OSError),
+        )
 
     def _dispatch(self) -> None:
         """Hand waiting frames to the lanes with room, the least loaded first."""

@@ -1,9 +1,9 @@
 """Fetch stage: frame bytes from S3, size-limited, with backoff on transient errors.
 
 The GET itself is one signed request over a shared aiohttp session: a full
-aiobotocore `get_object` spends ~0.9 ms of event-loop CPU per frame (endpoint
-rules, hooks, response parsing) against ~0.2 ms for this path, and on a GPU the
-event loop, not the model, caps a replica's frames per second. aioboto3 still
+aiobotocore `get_object` spends several times more event-loop CPU per frame
+(endpoint rules, hooks, response parsing), and on a GPU the event loop, not the
+model, caps a replica's frames per second (docs/performance.md). aioboto3 still
 does what it is good at: the credential chain (keys, profiles, IAM roles,
 refreshing tokens), SigV4 (botocore's signer) and the bucket's endpoint URL
 (resolved once per bucket through a presigned URL, so path-style MinIO and
@@ -11,9 +11,9 @@ virtual-hosted AWS addressing both come from botocore's own rules).
 
 A missing object is final (`FrameNotFound`); an oversized one too (`FrameTooLarge`).
 Anything that may pass (timeouts, 5xx, throttling, refused connections, bad
-credentials) is retried with capped exponential backoff and jitter for as long as
-the caller waits: an S3 outage must stall the partition, not turn healthy frames
-into error results.
+credentials) is `StorageUnavailable`, retried by the retry policy (retry.py) for as
+long as the caller waits: an S3 outage must stall the partition, not turn healthy
+frames into error results.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
-import time
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -38,7 +36,7 @@ from yarl import URL
 
 from inference.config import S3Settings
 from inference.errors import FrameNotFound, FrameTooLarge, StorageUnavailable
-from inference.logs import log_event
+from inference.retry import S3_BACKOFF, RetryLog, retry
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +45,6 @@ _FINAL_CODES = {"NoSuchKey", "NoSuchBucket", "InvalidBucketName", "KeyTooLongErr
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _ERROR_BODY_BYTES = 4096
 _PROBE_KEY = "frame-store-probe"
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 10.0
-LOG_INTERVAL_S = 30.0
-
-
-def backoff_s(attempt: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S) -> float:
-    """Full-jitter exponential backoff (attempt counts from 1)."""
-    return random.uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not crypto
 
 
 def object_url(base: str, key: str) -> str:
@@ -83,7 +73,7 @@ class FrameStore:
         self._http: aiohttp.ClientSession | None = None
         self._bases: dict[str, str] = {}
         self._stack = contextlib.AsyncExitStack()
-        self._last_outage_log = 0.0
+        self._outage_log = RetryLog(logger, "s3_unavailable")
 
     async def __aenter__(self) -> FrameStore:
         options = self._settings.client_options()
@@ -113,21 +103,12 @@ class FrameStore:
     async def fetch(self, bucket: str | None, key: str, describe: dict[str, object]) -> bytes:
         """The object's bytes; retries transient failures until they pass or the caller cancels."""
         bucket = bucket or self._settings.frames_bucket
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._semaphore:
-                    return await self._get(bucket, key)
-            except StorageUnavailable as exc:
-                self._log_outage(exc, attempt, describe)
-                await asyncio.sleep(backoff_s(attempt))
 
-    def _log_outage(self, exc: StorageUnavailable, attempt: int, describe: dict[str, object]) -> None:
-        now = time.monotonic()
-        if now - self._last_outage_log >= LOG_INTERVAL_S:
-            self._last_outage_log = now
-            log_event(logger, logging.WARNING, "s3_unavailable", error=str(exc), attempt=attempt, **describe)
+        async def get() -> bytes:
+            async with self._semaphore:
+                return await self._get(bucket, key)
+
+        return await retry(get, backoff=S3_BACKOFF, log=self._outage_log, fields=describe)
 
     async def _get(self, bucket: str, key: str) -> bytes:
         assert self._http is not None, "FrameStore is used outside its context"

@@ -1,1 +1,1 @@
-"""The producer side (split) and the reassembly side (collect, run, render) of the pipeline."""
+"""The pipeline's ends outside the workers: the producer side (split), the reassembly side (collect, run, render)."""

@@ -1,4 +1,4 @@
-"""`python -m runner split | collect | run | render` (DESIGN.md section 4).
+"""`python -m runner split | collect | run | render`.
 
 Exit codes: 0 done; 1 Kafka or S3 failed; 2 usage, input or setting error; 3 a video was not
 complete in time. A failure is one line on stderr; progress goes to stderr; summaries and the

@@ -1,4 +1,4 @@
-"""Reassembly: FrameResults of one video -> the ordered document of DESIGN.md 3.4.
+"""Reassembly: FrameResults of one video -> its ordered result document.
 
 `Assembly` is one video's reorder buffer: it keeps one result per frame_id (a later
 duplicate is counted and dropped, except that a success replaces an earlier failure of
@@ -96,7 +96,7 @@ class Assembly:
         return [self._frames[frame_id] for frame_id in sorted(self._frames)]
 
     def document(self) -> dict[str, Any]:
-        """The assembled video (DESIGN.md 3.4)."""
+        """The assembled video, as written to `<video_id>.json`."""
         return {
             "video_id": self.video_id,
             "total_frames": self.total_frames,

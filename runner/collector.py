@@ -1,10 +1,10 @@
-"""Reading FrameResults from the results topic: the collector group, and one video's stream.
+"""Reading FrameResults from the results topic, for the collector group or for one video's stream.
 
 `Collector` is a member of a consumer group (`runner collect`): it buffers every video it
 sees, writes `<out_dir>/<video_id>.json` once a video is complete, and commits offsets no
 further than the first result of any video still buffered (`assembler.commit_offsets`), so a
 collector that is killed and restarted rebuilds its buffers from Kafka and loses nothing.
-Results of a video are keyed by its id (DESIGN.md 3.1), so each video lives on one partition.
+Results of a video are keyed by its id, so each video lives on one partition.
 
 `VideoResults` reads one video's results without a consumer group (nothing committed,
 nothing shared with other readers): `runner run` and `ordered_results` use it.
@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from inference.config import KafkaSettings
 from inference.logs import log_event
 from inference.messages import FrameResult
-from inference.storage import backoff_s
+from inference.retry import FailureStreak, RetryLog
 from runner.assembler import Assembly, commit_offsets, write_document
 from runner.errors import InfrastructureError, kafka_errors
 from runner.ids import is_video_id
@@ -146,16 +146,14 @@ class Collector:
 
     async def _poll_until_stopped(self, consumer: AIOKafkaConsumer) -> None:
         """Three outcomes per poll: records are buffered, a Kafka error is logged and backed off, or we stop."""
-        failures = 0
+        failures = FailureStreak(RetryLog(logger, "poll_failed"))
         while not self._stopping.is_set():
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             except KafkaError as exc:
-                failures += 1
-                log_event(logger, logging.WARNING, "poll_failed", error=repr(exc), attempt=failures)
-                await asyncio.sleep(backoff_s(failures, base_s=0.5, cap_s=5.0))
+                await failures.failed(exc)
                 continue
-            failures = 0
+            failures.passed()
             for tp, records in batch.items():
                 self._take(tp, records)
             self._write_complete()
@@ -234,7 +232,7 @@ class VideoResults:
         self._from_end = from_end
         # Subscribed without a group, the consumer is assigned every partition of the topic.
         self._consumer = _consumer(kafka, None, kafka.results_topic)
-        self._failures = 0
+        self._failures = FailureStreak(RetryLog(logger, "poll_failed"))
         self.assembly = Assembly(video_id)
 
     async def __aenter__(self) -> VideoResults:
@@ -267,11 +265,9 @@ class VideoResults:
         try:
             batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
         except KafkaError as exc:
-            self._failures += 1
-            log_event(logger, logging.WARNING, "poll_failed", error=repr(exc), attempt=self._failures)
-            await asyncio.sleep(backoff_s(self._failures, base_s=0.5, cap_s=5.0))
+            await self._failures.failed(exc)
             return []
-        self._failures = 0
+        self._failures.passed()
         accepted = []
         for records in batch.values():
             for record in records:

@@ -1,4 +1,4 @@
-"""Render: an annotated copy of a video from its assembled result document (DESIGN.md 3.4).
+"""Render: an annotated copy of a video from its assembled result document.
 
 Mapping: every result carries the timestamp_ms of its source frame, which the splitter read
 from the same decoder, so video frames are matched to results by timestamp, whatever the

@@ -31,7 +31,7 @@ REPLICAS = 2
 
 @contextmanager
 def local_stack() -> Iterator[dict[str, str]]:
-    state_dir = devstack.REPO_ROOT / ".dev-stack"
+    state_dir = devstack.STATE_DIR
     running = devstack.read_state(state_dir)
     if running is not None and devstack.pid_alive(running.kafka_pid) and devstack.pid_alive(running.s3_pid):
         print(f"using the running dev stack (kafka :{running.kafka_port}, s3 :{running.s3_port})")  # noqa: T201

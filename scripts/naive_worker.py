@@ -2,7 +2,7 @@
 
 Fetch, then detect (in the event loop's own process, torch's default threads), then publish
 and wait for the ack, then commit; nothing overlaps. Same settings and wire format as the
-real worker, so `scripts/bench.py` can compare the two on the same topics and frames.
+real worker, so `scripts/bench` can compare the two on the same topics and frames.
 """
 
 from __future__ import annotations

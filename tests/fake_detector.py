@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from inference.detector import DetectorConfig, DetectOutput
+from inference.backends import DetectorConfig
+from inference.detector import DetectOutput
 from inference.errors import InvalidImage
 
 BROKEN_MODEL = "broken"

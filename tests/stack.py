@@ -2,7 +2,7 @@
 
 1. Servers named by KAFKA_BOOTSTRAP_SERVERS and S3_ENDPOINT_URL, when both are set.
 2. Otherwise containers through testcontainers, when a Docker engine answers.
-3. Otherwise real local processes from scripts/devstack.py on free ports.
+3. Otherwise real local processes from scripts/devstack on free ports.
 """
 
 from __future__ import annotations

@@ -59,11 +59,25 @@ async def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    per_second: float | None = None,
+) -> None:
+    """Produce `records` in order and return once the broker has acknowledged every one.
+
+    `per_second` spreads them over time, so that a fault can land while tasks are still arriving.
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+    started = time.monotonic()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        futures = []
+        for i, (key, value) in enumerate(records):
+            if per_second is not None:
+                await asyncio.sleep(max(0.0, started + i / per_second - time.monotonic()))
+            futures.append(await producer.send(topic, value, key=key))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -76,7 +90,7 @@ async def consume(
     timeout_s: float,
     read_committed: bool = True,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` from the start until `done(records)` holds or the deadline passes."""
+    """Every record of `topic` from the start until `done(records)` holds; fails if the deadline passes first."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -88,13 +102,56 @@ async def consume(
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while not done(records) and time.monotonic() < deadline:
+        while not done(records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: what was expected did not arrive in {timeout_s}s ({len(records)} read)")
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
     finally:
         await consumer.stop()
     return records
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, timeout_s: float = 60.0, read_committed: bool = True
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` below its end offsets as the read starts; fails if the deadline passes first.
+
+    With `read_committed`, the end is each partition's last stable offset: a transaction still open
+    there hides what follows it, as it does from any read_committed reader.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        await consumer.topics()  # fills the metadata that partitions_for_topic reads
+        numbers = consumer.partitions_for_topic(topic)
+        assert numbers, f"topic {topic} has no partitions"
+        partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while behind := await _behind(consumer, end):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: still behind its end offsets after {timeout_s}s: {behind}")
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> dict[int, int]:
+    """Records each partition has yet to read before its end offset, for those not there."""
+    positions = {tp: await consumer.position(tp) for tp in end}
+    return {tp.partition: end[tp] - positions[tp] for tp in end if positions[tp] < end[tp]}
 
 
 async def committed_offsets(stack: Endpoints, topics: Topics) -> dict[int, int]:

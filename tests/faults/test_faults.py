@@ -21,19 +21,18 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from inference import commit
-from scripts import bench, devstack
+from scripts import devstack
 from tests.faults.report import ROWS, Row, record
 from tests.stack import Endpoints
 from tests.support import (
     Topics,
     WorkerProcess,
     committed_total,
-    consume,
     produce,
+    read_to_end,
     result_values,
     stage_video,
     synthetic_jpeg,
@@ -66,14 +65,10 @@ def stage_keys(videos: dict[str, int]) -> set[tuple[str, int]]:
     return {(video_id, i) for video_id, n in videos.items() for i in range(n)}
 
 
-def answered(stack: Endpoints, topics: Topics, enough: int) -> int:
-    """Frames answered so far; the read stops as soon as `enough` are seen (a fault must land mid-run)."""
-
-    def frames(records: list[ConsumerRecord[bytes, bytes]]) -> int:
-        return len({(v["video_id"], v["frame_id"]) for v in result_values(records)})
-
-    records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: frames(r) >= enough, 1.5))
-    return frames(records)
+def answered(stack: Endpoints, topics: Topics) -> int:
+    """Frames whose answer is committed so far."""
+    records = asyncio.run(read_to_end(stack.bootstrap_servers, topics.results))
+    return len({(v["video_id"], v["frame_id"]) for v in result_values(records)})
 
 
 def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: float = 300) -> list[dict[str, Any]]:
@@ -84,9 +79,7 @@ def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: 
     answer given twice is a second record, at an offset of its own, and still counts twice.
     """
     wait_for(lambda: all_committed(stack, topics, task_count), timeout_s, "every task committed")
-    records = asyncio.run(
-        consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=5, read_committed=True)
-    )
+    records = asyncio.run(read_to_end(stack.bootstrap_servers, topics.results))
     unique = {(r.partition, r.offset): r for r in records}
     return result_values([unique[place] for place in sorted(unique)])
 
@@ -123,7 +116,7 @@ def assert_exactly_once(scenario: Scenario, values: list[dict[str, Any]], expect
 
 def wait_answered(stack: Endpoints, topics: Topics, at_least: int, worker: WorkerProcess | None = None) -> None:
     alive = worker.proc if worker is not None else None
-    wait_for(lambda: answered(stack, topics, at_least) >= at_least, 240, f"{at_least} frames answered", alive=alive)
+    wait_for(lambda: answered(stack, topics) >= at_least, 240, f"{at_least} frames answered", alive=alive)
 
 
 def test_kill_9_five_times(stack: Endpoints, topics: Topics, start_worker: StartWorker, scenario: Scenario) -> None:
@@ -186,8 +179,12 @@ def produce_wave(stack: Endpoints, topics: Topics, records: list[tuple[bytes, by
     asyncio.run(produce(stack.bootstrap_servers, topics.tasks, records))
 
 
+def produce_steadily(stack: Endpoints, topics: Topics, records: list[tuple[bytes, bytes]]) -> None:
+    asyncio.run(produce(stack.bootstrap_servers, topics.tasks, records, per_second=TASKS_PER_SECOND))
+
+
 def answering_workers(stack: Endpoints, topics: Topics) -> set[str]:
-    records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: False, timeout_s=1.5))
+    records = asyncio.run(read_to_end(stack.bootstrap_servers, topics.results))
     return {v["worker"] for v in result_values(records)}
 
 
@@ -203,8 +200,7 @@ def test_sigterm_to_every_replica_then_restart(
     for worker in replicas:
         worker.wait_started()
     with ThreadPoolExecutor(1) as background:
-        kafka = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
-        producing = background.submit(asyncio.run, bench.produce(kafka, topics.tasks, records, TASKS_PER_SECOND))
+        producing = background.submit(produce_steadily, stack, topics, records)
         wait_answered(stack, topics, 20)
         for worker in replicas:
             worker.proc.send_signal(signal.SIGTERM)
@@ -271,8 +267,7 @@ def test_kafka_broker_frozen_mid_transaction(
     broker = devstack.read_state(state_dir)
     assert broker is not None
     with ThreadPoolExecutor(1) as background:
-        kafka = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
-        producing = background.submit(asyncio.run, bench.produce(kafka, topics.tasks, records, TASKS_PER_SECOND))
+        producing = background.submit(produce_steadily, stack, topics, records)
         wait_answered(stack, topics, 40, worker)
         os.killpg(broker.kafka_pid, signal.SIGSTOP)
         try:
@@ -307,8 +302,7 @@ def test_a_replica_frozen_past_its_session_then_thawed(
         worker.wait_started()
     wait_for(lambda: len(zombie.assignments()) == len(survivor.assignments()) == 3, 120, "3 partitions each")
     with ThreadPoolExecutor(1) as background:
-        kafka = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
-        producing = background.submit(asyncio.run, bench.produce(kafka, topics.tasks, records, TASKS_PER_SECOND))
+        producing = background.submit(produce_steadily, stack, topics, records)
         wait_answered(stack, topics, 40)
         frozen = [psutil.Process(zombie.proc.pid), *psutil.Process(zombie.proc.pid).children(recursive=True)]
         for process in frozen:
@@ -402,6 +396,6 @@ def test_ten_percent_hostile_input(
         ((v["video_id"], v["frame_id"]), v["error"]["code"]) for v in values if v["status"] != "ok"
     )
     assert codes == collections.Counter({(k, c): copies for k, c in errors.items()})
-    dlq = asyncio.run(consume(stack.bootstrap_servers, topics.dlq, lambda r: len(r) >= copies * dlq_count, 60))
+    dlq = asyncio.run(read_to_end(stack.bootstrap_servers, topics.dlq))
     assert len(dlq) == copies * dlq_count
     assert worker.proc.poll() is None

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from inference.detector import DetectorConfig, DetectOutput
+from inference.backends import DetectorConfig
+from inference.detector import DetectOutput
 from inference.errors import InferenceFailed, InvalidImage
 from inference.pool import DetectorPool, LaneFailed
 from tests import fake_detector

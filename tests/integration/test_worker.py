@@ -26,6 +26,7 @@ from tests.support import (
     consume,
     distinct_frames,
     produce,
+    read_to_end,
     result_values,
     stage_video,
     wait_for,
@@ -67,7 +68,7 @@ async def stage_videos(stack: Endpoints, topics: Topics, frames_per_video: dict[
 
 
 def results_for(stack: Endpoints, topics: Topics, expected: int, timeout_s: float = 240) -> list[Any]:
-    """Every result record once `expected` distinct frames have one (or the deadline passed)."""
+    """Every result record read by the time `expected` distinct frames have one; fails at the deadline."""
     return asyncio.run(
         consume(stack.bootstrap_servers, topics.results, lambda r: len(distinct_frames(r)) >= expected, timeout_s)
     )
@@ -132,12 +133,13 @@ def test_kill_9_mid_stream_loses_nothing(stack: Endpoints, topics: Topics, start
 
 
 def doomed_progress(stack: Endpoints, topics: Topics) -> int:
-    records = asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: len(r) >= 10, 2))
-    return len(records)
+    """Results published so far."""
+    return len(asyncio.run(read_to_end(stack.bootstrap_servers, topics.results)))
 
 
 async def tasks_by_offset(stack: Endpoints, topics: Topics, count: int) -> dict[tuple[int, int], tuple[str, int]]:
-    records = await consume(stack.bootstrap_servers, topics.tasks, lambda r: len(r) >= count, 30)
+    records = await read_to_end(stack.bootstrap_servers, topics.tasks)
+    assert len(records) == count
     return {
         (r.partition, r.offset): (orjson.loads(r.value)["video_id"], orjson.loads(r.value)["frame_id"]) for r in records
     }
@@ -151,7 +153,7 @@ def test_sigterm_drains_commits_and_exits_0(stack: Endpoints, topics: Topics, st
     wait_for(lambda: doomed_progress(stack, topics) >= 10, 120, "some results before SIGTERM")
     assert worker.terminate(timeout_s=60) == 0
     assert any(line.get("event") == "worker_stopped" for line in worker.log_lines())
-    published = distinct_frames(asyncio.run(consume(stack.bootstrap_servers, topics.results, lambda r: False, 3)))
+    published = distinct_frames(asyncio.run(read_to_end(stack.bootstrap_servers, topics.results)))
     committed = asyncio.run(committed_offsets(stack, topics))
     tasks = asyncio.run(tasks_by_offset(stack, topics, 100))
     below_commit = {ids for (p, o), ids in tasks.items() if o < committed[p]}
@@ -278,7 +280,7 @@ async def test_an_assignment_filled_while_it_is_set_up_is_not_left_paused(
             # Fenced by the worker by now: its stop fails, and only its connections are left to close.
             with contextlib.suppress(KafkaError):
                 await producer.stop()
-    dlq = await consume(stack.bootstrap_servers, topics.dlq, lambda r: len(r) >= count, 30)
+    dlq = await read_to_end(stack.bootstrap_servers, topics.dlq)
     assert len(dlq) == count
 
 

@@ -20,8 +20,7 @@ import pytest
 import torch
 
 from inference import detector
-from inference.backends import Backend, cache_path, configure_runtime, model_file
-from inference.detector import DetectorConfig
+from inference.backends import Backend, DetectorConfig, cache_path, configure_runtime, model_file, resolve_backend
 from inference.onnx_model import OnnxModel
 from scripts.synthetic import make_frame
 from tests.support import MODEL_PATH
@@ -250,3 +249,11 @@ def test_read_only_weights_export_to_the_temporary_directory(tmp_path: Path, mon
     target = cache_path(weights, "onnx", IMGSZ)
     assert target.parent == Path(tempfile.gettempdir()) / "inference-model-cache"
     assert target.name.startswith("best-") and target.name.endswith(f"-{IMGSZ}.onnx")
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "resolved"),
+    [("auto", "cpu", "onnx"), ("auto", "cuda:0", "torch"), ("openvino", "cpu", "openvino"), ("torch", "cpu", "torch")],
+)
+def test_the_backend_resolves_per_device(backend: str, device: str, resolved: str) -> None:
+    assert resolve_backend(backend, device) == resolved

@@ -1,4 +1,4 @@
-"""Settings: defaults of DESIGN.md section 4 and one clear line naming a wrong variable."""
+"""Settings: the documented defaults, and one clear line naming a wrong variable."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts import devstack
+from scripts.devstack import ports
 
 
 def test_data_goes_to_memory_when_it_has_room(tmp_path: Path) -> None:
@@ -35,12 +36,12 @@ def test_a_state_file_from_before_data_dirs_means_the_state_dir() -> None:
 
 
 def test_free_ports_lie_below_the_ephemeral_range_and_are_not_handed_out_twice() -> None:
-    low = devstack._ephemeral_low()
-    if low - devstack.LISTEN_PORTS_FROM < 1000:
+    low = ports.ephemeral_low()
+    if low - ports.LISTEN_PORTS_FROM < 1000:
         pytest.skip(f"no room below this kernel's ephemeral range (it starts at {low})")
-    ports = [devstack.free_port() for _ in range(200)]
-    assert len(set(ports)) == len(ports)
-    assert all(devstack.LISTEN_PORTS_FROM <= port < low for port in ports)
+    chosen = [devstack.free_port() for _ in range(200)]
+    assert len(set(chosen)) == len(chosen)
+    assert all(ports.LISTEN_PORTS_FROM <= port < low for port in chosen)
 
 
 def test_a_free_port_can_be_listened_on() -> None:

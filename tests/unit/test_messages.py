@@ -1,4 +1,4 @@
-"""The wire contract of DESIGN.md section 3: shapes, validation, error codes."""
+"""The wire contract: shapes, validation, error codes."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inference.errors import FrameNotFound, StorageUnavailable
-from inference.storage import backoff_s, object_url, status_error
+from inference.storage import object_url, status_error
 
 
 def test_object_url_encodes_the_key_like_botocore() -> None:
@@ -35,9 +35,3 @@ def test_status_error_is_final_only_when_the_object_cannot_exist(status: int, bo
 
 def test_status_error_names_the_code() -> None:
     assert str(status_error(403, b"<Code>AccessDenied</Code>", "s3://b/k")) == "s3://b/k: HTTP 403 AccessDenied"
-
-
-def test_backoff_is_capped_and_jittered() -> None:
-    waits = [backoff_s(attempt) for attempt in (1, 5, 30) for _ in range(50)]
-    assert all(0 <= w <= 10.0 for w in waits)
-    assert len(set(waits)) > 1

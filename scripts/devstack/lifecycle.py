@@ -1,0 +1,132 @@
+"""The stack's lifecycle: up, down, one server stopped or started again, its status."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from scripts.devstack.datadir import data_dir_for, in_memory
+from scripts.devstack.errors import StackError
+from scripts.devstack.kafka import KAFKA_STOP_S, prepare_kafka, start_kafka
+from scripts.devstack.ports import READY_TIMEOUT_S, port_open, wait_closed, wait_until
+from scripts.devstack.processes import pid_alive, stop
+from scripts.devstack.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, prepare_s3, start_s3, stop_s3
+from scripts.devstack.state import StackInfo, read_state, remove_state, write_state
+
+
+def up(state_dir: Path, kafka_port: int, s3_port: int) -> StackInfo:
+    """Start both servers (or reuse the ones already running) and wait until they serve."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    current = read_state(state_dir)
+    if current and pid_alive(current.kafka_pid) and pid_alive(current.s3_pid):
+        kafka_pid, s3_pid = current.kafka_pid, current.s3_pid
+        kafka_port, s3_port = current.kafka_port, current.s3_port
+        data = current.data
+    else:
+        if current:
+            down(state_dir)
+        for port, name in ((kafka_port, "KAFKA_PORT"), (s3_port, "S3_PORT")):
+            if port_open(port):
+                raise StackError(f"port {port} ({name}) is already in use by another program")
+        data = data_dir_for(state_dir)
+        kafka_pid = start_kafka(state_dir, data, kafka_port)
+        s3_pid = start_s3(state_dir, data, s3_port)
+    info = StackInfo(str(state_dir), kafka_port, s3_port, kafka_pid, s3_pid, str(data))
+    write_state(state_dir, info)
+    try:
+        wait_ready(info)
+    except BaseException:
+        down(state_dir)
+        raise
+    return info
+
+
+def wait_ready(info: StackInfo) -> None:
+    def kafka_listening() -> bool:
+        if not pid_alive(info.kafka_pid):
+            log = Path(info.state_dir) / "kafka" / "kafka.log"
+            raise StackError(f"Kafka exited during start-up; see {log}")
+        return port_open(info.kafka_port)
+
+    def s3_listening() -> bool:
+        if not pid_alive(info.s3_pid):
+            raise StackError(f"SeaweedFS exited during start-up; see {info.state_dir}/s3/weed.log")
+        return port_open(info.s3_port)
+
+    wait_until(kafka_listening, READY_TIMEOUT_S, f"Kafka on port {info.kafka_port}")
+    wait_until(s3_listening, READY_TIMEOUT_S, f"S3 on port {info.s3_port}")
+    prepare(info.bootstrap_servers, info.s3_endpoint_url)
+
+
+def prepare(
+    bootstrap: str,
+    endpoint: str,
+    access_key: str = S3_ACCESS_KEY,
+    secret_key: str = S3_SECRET_KEY,
+    region: str = S3_REGION,
+) -> None:
+    """Topics and bucket exist, and a transactional producer can commit: the stack serves."""
+    asyncio.run(prepare_kafka(bootstrap))
+    asyncio.run(prepare_s3(endpoint, access_key, secret_key, region))
+
+
+def down(state_dir: Path) -> None:
+    """Stop both servers, then wait until their ports are closed.
+
+    Data on disk stays for the next `up`; data in memory is removed, since it holds memory.
+    """
+    info = read_state(state_dir)
+    if info is None:
+        return
+    stop_s3(state_dir, info.s3_pid)
+    stop(info.kafka_pid, KAFKA_STOP_S)
+    for port in (info.kafka_port, info.s3_port):
+        wait_closed(port, f"port {port} to close")
+    # Only a data folder of its own (data_dir_for), never the state dir, wherever that lies.
+    if info.data != Path(info.state_dir):
+        shutil.rmtree(info.data, ignore_errors=True)
+    remove_state(state_dir)
+
+
+def stop_server(state_dir: Path, server: str) -> None:
+    """Stop one server of a running stack (for fault-injection tests); its data stays."""
+    info = read_state(state_dir)
+    assert info is not None, "the stack is not running"
+    if server == "kafka":
+        stop(info.kafka_pid, KAFKA_STOP_S)
+        wait_closed(info.kafka_port, "Kafka's port to close")
+    else:
+        stop_s3(state_dir, info.s3_pid)
+        wait_closed(info.s3_port, "S3's port to close")
+
+
+def start_server(state_dir: Path, server: str) -> StackInfo:
+    """Start a stopped server again on the same port and data directory, and wait until it serves."""
+    info = read_state(state_dir)
+    assert info is not None, "the stack is not running"
+    if server == "kafka":
+        info = replace(info, kafka_pid=start_kafka(state_dir, info.data, info.kafka_port))
+    else:
+        info = replace(info, s3_pid=start_s3(state_dir, info.data, info.s3_port))
+    write_state(state_dir, info)
+    wait_ready(info)
+    return info
+
+
+def status(state_dir: Path) -> str:
+    """Each server's liveness, where the data lies, and the settings that point programs at the stack."""
+    info = read_state(state_dir)
+    if info is None:
+        return "dev stack: stopped"
+    lines = []
+    for name, pid, port in (
+        ("kafka", info.kafka_pid, info.kafka_port),
+        ("s3", info.s3_pid, info.s3_port),
+    ):
+        state = "running" if pid_alive(pid) and port_open(port) else "NOT RUNNING"
+        lines.append(f"{name:6} {state:12} pid={pid} port={port}")
+    lines.append(f"data   {info.data}{' (in memory)' if in_memory(info.data) else ''}")
+    lines += [f"{k}={v}" for k, v in info.env().items()]
+    return "\n".join(lines)

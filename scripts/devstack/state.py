@@ -1,0 +1,67 @@
+"""The running stack's record: StackInfo, kept in the state dir's state.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scripts.devstack.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# `scripts/dev-stack`'s state dir; tests and the bench use temporary ones of their own.
+STATE_DIR = REPO_ROOT / ".dev-stack"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where a running stack answers, and the processes behind it."""
+
+    state_dir: str
+    kafka_port: int
+    s3_port: int
+    kafka_pid: int
+    s3_pid: int
+    # Where both servers keep their data (see data_dir_for); a state file without it is on disk.
+    data_dir: str = ""
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_dir or self.state_dir)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def env(self) -> dict[str, str]:
+        """The settings that point the project's programs at this stack."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "S3_REGION": S3_REGION,
+        }
+
+
+def _state_file(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def read_state(state_dir: Path) -> StackInfo | None:
+    path = _state_file(state_dir)
+    if not path.exists():
+        return None
+    return StackInfo(**json.loads(path.read_text()))
+
+
+def write_state(state_dir: Path, info: StackInfo) -> None:
+    _state_file(state_dir).write_text(json.dumps(asdict(info)))
+
+
+def remove_state(state_dir: Path) -> None:
+    _state_file(state_dir).unlink(missing_ok=True)
