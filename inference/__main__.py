@@ -9,6 +9,7 @@ import sys
 
 from inference.backends import detector_config
 from inference.config import ConfigError, load_settings
+from inference.kafka_errors import KafkaAccessDenied, KafkaUnreachable
 from inference.logs import configure_logging, log_event
 from inference.service import Worker
 
@@ -16,6 +17,7 @@ logger = logging.getLogger("inference")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+# KafkaAccessDenied.exit_code is 3: a missing ACL, which no restart fixes.
 
 
 async def _serve(worker: Worker) -> None:
@@ -37,6 +39,10 @@ def main() -> int:
             settings, detector_config(settings), on_ready=lambda: log_event(logger, logging.INFO, "worker_started")
         )
         asyncio.run(_serve(worker))
+    except (KafkaAccessDenied, KafkaUnreachable) as exc:
+        # What the operator must fix, in one line: a traceback would only bury it.
+        log_event(logger, logging.CRITICAL, "worker_failed", error=str(exc))
+        return exc.exit_code
     except Exception:  # noqa: BLE001 - the last line of a dying service must say why
         log_event(logger, logging.CRITICAL, "worker_failed", exc_info=True)
         return EXIT_FAILED

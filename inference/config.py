@@ -39,6 +39,8 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: SecretStr | None = None
+    # The CA bundle to trust instead of the system's (a private CA), for SSL and SASL_SSL.
+    ssl_cafile: Path | None = None
     # at_least_once by default, as in Kafka Streams: exactly_once holds each answer for its
     # transaction and a producer per partition.
     delivery: Delivery = Delivery.AT_LEAST_ONCE
@@ -60,8 +62,16 @@ class KafkaSettings(BaseSettings):
         if self.security_protocol in {"SSL", "SASL_SSL"}:
             from aiokafka.helpers import create_ssl_context
 
-            options["ssl_context"] = create_ssl_context()
+            cafile = str(self.ssl_cafile) if self.ssl_cafile else None
+            options["ssl_context"] = create_ssl_context(cafile=cafile)
         return options
+
+    @field_validator("ssl_cafile")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no CA bundle at {value}")
+        return value
 
 
 class S3Settings(BaseSettings):
@@ -72,7 +82,25 @@ class S3Settings(BaseSettings):
     secret_access_key: SecretStr | None = None
     region: str = "us-east-1"
     frames_bucket: str = Field("frames", min_length=3, max_length=63)
+    # The buckets a task may name, comma-separated, `*` for any; unset: the frames bucket alone.
+    # A task is a request from whoever may write the topic: it must not reach every bucket the worker can.
+    allowed_buckets: str | None = None
     max_connections: int = Field(32, ge=1, le=1024)
+
+    @field_validator("allowed_buckets")
+    @classmethod
+    def _bucket_names(cls, value: str | None) -> str | None:
+        if value is not None and not [name for name in value.split(",") if name.strip()]:
+            raise ValueError("must name at least one bucket, or `*`")
+        return value
+
+    def allows(self, bucket: str | None) -> bool:
+        """Whether a task may name this bucket (None: the frames bucket)."""
+        wanted = bucket or self.frames_bucket
+        if self.allowed_buckets is None:
+            return wanted == self.frames_bucket
+        names = {name.strip() for name in self.allowed_buckets.split(",")}
+        return "*" in names or wanted in names
 
     @field_validator("endpoint_url")
     @classmethod

@@ -57,6 +57,10 @@ class UnreadableTask(PipelineError):
 
 
 class StorageUnavailable(PipelineError):
-    """S3 failed in a way that may pass (timeouts, 5xx, throttling)."""
+    """S3 failed in a way that may pass (timeouts, 5xx, throttling): the replica's outage, not the task's."""
 
     retriable = True
+
+
+class CredentialsRejected(StorageUnavailable):
+    """S3 refused the replica's credentials or clock; it passes when they are fixed or rotated."""

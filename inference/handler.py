@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +50,9 @@ class Destinations:
     dlq_topic: str
 
 
+BucketPolicy = Callable[[str | None], bool]
+
+
 class FrameHandler:
     """Turns task records into outgoing records; counts and measures what it answers."""
 
@@ -60,7 +64,9 @@ class FrameHandler:
         destinations: Destinations,
         metrics: Metrics,
         worker: str,
+        allows_bucket: BucketPolicy,
     ) -> None:
+        self._allows_bucket = allows_bucket
         self._store = store
         self._detector = detector
         self._model = model
@@ -73,7 +79,7 @@ class FrameHandler:
         """The record to publish for one task; `describe` gains the task's video_id and frame_id."""
         started = time.perf_counter()
         try:
-            task = parse_task(record.value)
+            task = self._parse(record.value)
         except UnreadableTask as exc:
             return self._dead_letter(record, exc, describe)
         except InvalidTask as exc:
@@ -89,6 +95,14 @@ class FrameHandler:
             failure = InferenceFailed(f"unexpected {type(exc).__name__}: {exc}")
             result = self._failed(task.video_id, task.frame_id, failure, task, started, describe)
         return self._result(result)
+
+    def _parse(self, value: bytes | None) -> FrameTask:
+        task = parse_task(value)
+        if not self._allows_bucket(task.bucket):
+            # Checked before any request: a task must not make the worker read a bucket it was not meant to.
+            message = f"bucket: {task.bucket!r} is not among the buckets this worker may read (S3_ALLOWED_BUCKETS)"
+            raise InvalidTask(message, video_id=task.video_id, frame_id=task.frame_id)
+        return task
 
     async def _detect(self, task: FrameTask, started: float, describe: dict[str, object]) -> FrameResult:
         data = await self._store.fetch(task.bucket, task.s3_key, describe)

@@ -1,7 +1,8 @@
 """What the probes answer for one replica: is it alive (/healthz), is it serving (/readyz).
 
 Alive: the consume loop turns, no commit cycle hangs, the pool has a live process.
-Serving: the model is loaded, the replica is a member of its group, it is not draining.
+Serving: the model is loaded, the replica is a member of its group, S3 serves its fetches,
+it is not draining.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ LOOP_PROBE_S = 0.05
 class Health:
     """Marks set by the worker as it runs, read by the probes."""
 
-    def __init__(self, pool_loaded: Callable[[], bool], pool_alive: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        pool_loaded: Callable[[], bool],
+        pool_alive: Callable[[], bool],
+        storage_outage: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._pool_loaded = pool_loaded
         self._pool_alive = pool_alive
+        self._storage_outage = storage_outage
         self._loop_tick = time.monotonic()
         self._commit_started: float | None = None
         self.joined = False
@@ -59,6 +66,9 @@ class Health:
             return Probe(False, "not yet a member of the consumer group")
         if self.draining:
             return Probe(False, "draining")
+        outage = self._storage_outage()
+        if outage is not None:
+            return Probe(False, f"S3 outage: {outage}")
         return Probe(True, "serving")
 
 

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from inference.config import KafkaSettings
+from inference.kafka_errors import is_denial, raise_if_denied
 from inference.retry import KAFKA_BACKOFF, RetryLog, retry
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Publisher:
     """Sends records and returns only once the broker has acknowledged them."""
 
     def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
         self._producer = AIOKafkaProducer(**producer_options(settings))
         self._retry_log = RetryLog(logger, "kafka_publish_retry")
 
@@ -56,12 +58,20 @@ class Publisher:
         await self._producer.stop()
 
     async def send(self, record: Outgoing, describe: dict[str, object]) -> None:
-        """Every Kafka error is retried, not only those aiokafka flags: a result must not be dropped."""
+        """Every Kafka error but a denial is retried, not only those aiokafka flags: a result must not be dropped.
+
+        A denial (a missing ACL) raises KafkaAccessDenied: no retry can grant it.
+        """
 
         async def send() -> None:
             await self._producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
-        await retry(
-            send, backoff=KAFKA_BACKOFF, log=self._retry_log, retriable=lambda exc: isinstance(exc, KafkaError),
-            fields=describe,
-        )  # fmt: skip
+        try:
+            await retry(send, backoff=KAFKA_BACKOFF, log=self._retry_log, retriable=_retriable, fields=describe)
+        except KafkaError as exc:
+            raise_if_denied(exc, self._settings, operation="Write", topic=record.topic)
+            raise
+
+
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaError) and not is_denial(exc)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from inference.backends import DetectorConfig
 from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
@@ -28,6 +28,7 @@ from inference.config import Delivery, KafkaSettings, Settings
 from inference.handler import Destinations, FrameHandler
 from inference.health import Health, watch_loop_lag
 from inference.heap import freeze_startup_heap
+from inference.kafka_errors import KafkaAccessDenied, raise_if_denied, unreachable
 from inference.logs import log_event, partition_names
 from inference.messages import ModelInfo
 from inference.metrics import Metrics
@@ -53,7 +54,11 @@ async def new_checkpoint(consumer: AIOKafkaConsumer, metrics: Metrics, kafka: Ka
     if kafka.delivery is Delivery.EXACTLY_ONCE:
         return TransactionalCheckpoint(consumer, metrics, kafka, kafka.transaction_interval_ms / 1000)
     publisher = Publisher(kafka)
-    await publisher.start()
+    try:
+        await publisher.start()
+    except KafkaConnectionError as exc:
+        await publisher.stop()
+        raise await unreachable(kafka, exc) from None
     return AtLeastOnceCheckpoint(consumer, metrics, publisher)
 
 
@@ -87,11 +92,15 @@ class Worker:
         self._checkpoint: Checkpoint | None = None
         self._handler: FrameHandler | None = None
         self._pool: DetectorPool | None = None
+        self._store: FrameStore | None = None
+        # What ends the replica from a place that cannot raise into run(): a frame's task, a rebalance listener.
+        self._fatal: KafkaAccessDenied | None = None
         self.metrics = Metrics()
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.health = Health(
             pool_loaded=lambda: self._pool is not None and self._pool.loaded,
             pool_alive=lambda: self._pool is not None and self._pool.alive(),
+            storage_outage=lambda: self._store.outage() if self._store is not None else None,
         )
 
     def stop(self) -> None:
@@ -111,20 +120,27 @@ class Worker:
                 await probes.start()
                 stack.push_async_callback(probes.stop)
             pool = await self._start_pool(stack)
-            store = await stack.enter_async_context(
-                FrameStore(settings.s3, settings.worker.max_frame_bytes, concurrency=max(8, self._limit))
+            store = self._store = await stack.enter_async_context(
+                FrameStore(
+                    settings.s3, settings.worker.max_frame_bytes, settings.worker.frame_timeout_s, max(8, self._limit)
+                )
             )
             destinations = Destinations(settings.kafka.results_topic, settings.kafka.dlq_topic)
-            self._handler = FrameHandler(store, pool, self._model, destinations, self.metrics, self._name)
+            self._handler = FrameHandler(
+                store, pool, self._model, destinations, self.metrics, self._name, settings.s3.allows
+            )
             consumer, checkpoint = await self._start_consuming(stack)
             freeze_startup_heap()
             lag_probe = asyncio.create_task(watch_loop_lag(self.metrics))
             stack.callback(lag_probe.cancel)
             if self._on_ready:
                 self._on_ready()
-            async with asyncio.TaskGroup() as loops:
-                loops.create_task(self._consume(consumer))
-                loops.create_task(self._commit_periodically(checkpoint))
+            try:
+                async with asyncio.TaskGroup() as loops:
+                    loops.create_task(self._consume(consumer))
+                    loops.create_task(self._commit_periodically(checkpoint))
+            except* KafkaAccessDenied as denied:
+                raise denied.exceptions[0] from None
             await self._drain(set(self._tasks))
             await checkpoint.commit()
         log_event(logger, logging.INFO, "worker_stopped", **self._handler.counts)
@@ -159,18 +175,25 @@ class Worker:
         self._checkpoint = checkpoint
         stack.push_async_callback(checkpoint.close)
         consumer.subscribe([kafka.tasks_topic], listener=_Rebalance(self))
-        await consumer.start()
         stack.push_async_callback(consumer.stop)
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            raise await unreachable(kafka, exc) from None
         return consumer, checkpoint
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         """Three outcomes only: records are admitted, a Kafka error is logged and backed off, or we stop."""
         failures = FailureStreak(RetryLog(logger, "poll_failed"))
+        kafka = self._settings.kafka
         while not self._stopping.is_set():
             self.health.loop_turned()
+            if self._fatal is not None:
+                raise self._fatal
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._limit)
             except KafkaError as exc:
+                raise_if_denied(exc, kafka, operation="Read", topic=kafka.tasks_topic, group=kafka.group_id)
                 await failures.failed(exc)
                 continue
             failures.passed()
@@ -229,7 +252,11 @@ class Worker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._consumer is not None
-        start = await self._require_checkpoint().assign(assigned)
+        try:
+            start = await self._require_checkpoint().assign(assigned)
+        except KafkaAccessDenied as exc:
+            self._fatal = exc  # aiokafka would log a listener's exception and go on
+            return
         # No await between the trackers' creation and these seeks: aiokafka drops what it had
         # fetched from its own position, and every record admitted from here on is from ours.
         for tp in start.keys() & self._consumer.assignment():
@@ -269,7 +296,11 @@ class Worker:
         started = time.perf_counter()
         outgoing = await self._handler.answer(record, describe)
         answered = time.perf_counter()
-        await self._require_checkpoint().deliver(offsets, record.offset, outgoing, describe)
+        try:
+            await self._require_checkpoint().deliver(offsets, record.offset, outgoing, describe)
+        except KafkaAccessDenied as exc:
+            self._fatal = exc
+            return
         done = time.perf_counter()
         self.metrics.observe("publish", done - answered)
         self.metrics.observe("end_to_end", done - started)

@@ -9,11 +9,14 @@ refreshing tokens), SigV4 (botocore's signer) and the bucket's endpoint URL
 (resolved once per bucket through a presigned URL, so path-style MinIO and
 virtual-hosted AWS addressing both come from botocore's own rules).
 
-A missing object is final (`FrameNotFound`); an oversized one too (`FrameTooLarge`).
-Anything that may pass (timeouts, 5xx, throttling, refused connections, bad
-credentials) is `StorageUnavailable`, retried by the retry policy (retry.py) for as
-long as the caller waits: an S3 outage must stall the partition, not turn healthy
-frames into error results.
+An answer no retry can change for the task that named the object is final for it
+(`FrameNotFound`: no such key or bucket, access denied on the object, a redirect or
+wrong-region answer), and so is an oversized object (`FrameTooLarge`). The replica's
+own outage (rejected credentials, a skewed clock, 5xx, throttling, timeouts, refused
+connections) is `StorageUnavailable`, retried (retry.py) for as long as the caller
+waits and reported by `outage()` for the readiness probe: an outage must stall the
+partition, not turn healthy frames into error results. One object that keeps failing
+while other frames are fetched is not an outage: after `frame_timeout_s` it is final too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -35,13 +39,25 @@ from botocore.exceptions import BotoCoreError
 from yarl import URL
 
 from inference.config import S3Settings
-from inference.errors import FrameNotFound, FrameTooLarge, StorageUnavailable
+from inference.errors import CredentialsRejected, FrameNotFound, FrameTooLarge, StorageUnavailable
 from inference.retry import S3_BACKOFF, RetryLog, retry
 
 logger = logging.getLogger(__name__)
 
-# S3 error codes that no retry can change: the task names something that does not exist.
-_FINAL_CODES = {"NoSuchKey", "NoSuchBucket", "InvalidBucketName", "KeyTooLongError", "InvalidArgument"}
+# S3 error codes that no retry can change for the task: it names something this replica cannot read.
+# AccessDenied among them: S3 answers it for a missing key when the caller may not list the bucket.
+_FINAL_CODES = {
+    "NoSuchKey", "NoSuchBucket", "InvalidBucketName", "KeyTooLongError", "InvalidArgument", "InvalidObjectState",
+    "AccessDenied", "AllAccessDisabled", "PermanentRedirect", "TemporaryRedirect", "Redirect",
+    "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+}  # fmt: skip
+# Codes that say the replica's credentials or clock are wrong: every frame fails alike until they are fixed.
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "RequestTimeTooSkewed", "TokenRefreshRequired",
+    "InvalidToken",
+}  # fmt: skip
+# Rejected credentials are looked up again (a rotated secret in the credential chain) at most this often.
+CREDENTIALS_REFRESH_S = 5.0
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _ERROR_BODY_BYTES = 4096
 _PROBE_KEY = "frame-store-probe"
@@ -53,23 +69,34 @@ def object_url(base: str, key: str) -> str:
 
 
 def status_error(status: int, body: bytes, where: str) -> FrameNotFound | StorageUnavailable:
-    """The exception for a non-200 answer: final when the object cannot exist, retryable otherwise."""
+    """The exception for a non-200 answer: final for the task, or the replica's outage (retried)."""
     found = _ERROR_CODE.search(body)
     code = found.group(1).decode(errors="replace") if found else ""
-    if status == 404 or code in _FINAL_CODES:
-        return FrameNotFound(f"{where}: {code or status}")
-    return StorageUnavailable(f"{where}: HTTP {status} {code}".rstrip())
+    answer = f"HTTP {status} {code}".rstrip()
+    if code in _CREDENTIAL_CODES:
+        return CredentialsRejected(f"{where}: {answer}")
+    if status in (301, 307, 403, 404) or code in _FINAL_CODES:
+        return FrameNotFound(f"{where}: {answer}")
+    return StorageUnavailable(f"{where}: {answer}")
 
 
 class FrameStore:
     """An S3 reader for frames with bounded concurrency; use as an async context manager."""
 
-    def __init__(self, settings: S3Settings, max_frame_bytes: int, concurrency: int = 16) -> None:
+    def __init__(
+        self, settings: S3Settings, max_frame_bytes: int, frame_timeout_s: float = 60.0, concurrency: int = 16
+    ) -> None:
         self._settings = settings
         self._max_frame_bytes = max_frame_bytes
+        self._frame_timeout_s = frame_timeout_s
         self._semaphore = asyncio.Semaphore(concurrency)
         self._client: Any = None
         self._credentials: Any = None
+        self._credentials_read = 0.0
+        # The replica's outage: the first failure with no success since, and what it was.
+        self._failing_since: float | None = None
+        self._failure = ""
+        self._last_success = float("-inf")
         self._http: aiohttp.ClientSession | None = None
         self._bases: dict[str, str] = {}
         self._stack = contextlib.AsyncExitStack()
@@ -84,10 +111,12 @@ class FrameStore:
             session.client("s3", endpoint_url=endpoint_url, config=config)
         )
         self._credentials = await session.get_credentials()
+        self._credentials_read = time.monotonic()
         self._http = await self._stack.enter_async_context(
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
-                timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=30),
+                # total: an object that trickles in is cut off like one that never answers.
+                timeout=aiohttp.ClientTimeout(total=self._frame_timeout_s, sock_connect=5, sock_read=30),
                 auto_decompress=False,
                 # S3 sets no cookies worth keeping; the default jar filtered every request and response.
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -100,15 +129,51 @@ class FrameStore:
     ) -> None:
         await self._stack.aclose()
 
+    def outage(self) -> str | None:
+        """What fails every fetch since the last success, for the readiness probe; None when S3 serves."""
+        return self._failure if self._failing_since is not None else None
+
     async def fetch(self, bucket: str | None, key: str, describe: dict[str, object]) -> bytes:
-        """The object's bytes; retries transient failures until they pass or the caller cancels."""
+        """The object's bytes; retries the replica's outage until it passes or the caller cancels."""
         bucket = bucket or self._settings.frames_bucket
+        first_failure: float | None = None
 
         async def get() -> bytes:
-            async with self._semaphore:
-                return await self._get(bucket, key)
+            nonlocal first_failure
+            try:
+                async with self._semaphore:
+                    data = await self._get(bucket, key)
+            except StorageUnavailable as exc:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                self._failed(exc, now)
+                if self._last_success > first_failure and now - first_failure > self._frame_timeout_s:
+                    alone = f"{now - first_failure:.0f}s while other frames were fetched"
+                    raise FrameNotFound(f"{exc}, failing for {alone}") from None
+                if isinstance(exc, CredentialsRejected):
+                    await self._reread_credentials(now)
+                raise
+            self._last_success = time.monotonic()
+            self._failing_since = None
+            return data
 
         return await retry(get, backoff=S3_BACKOFF, log=self._outage_log, fields=describe)
+
+    def _failed(self, exc: StorageUnavailable, now: float) -> None:
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failure = str(exc)
+
+    async def _reread_credentials(self, now: float) -> None:
+        """Look the credentials up again through the chain: a rotated secret is picked up without a restart."""
+        if now - self._credentials_read < CREDENTIALS_REFRESH_S:
+            return
+        self._credentials_read = now
+        options = self._settings.client_options()
+        options.pop("endpoint_url", None)
+        credentials = await aioboto3.Session(**options).get_credentials()
+        if credentials is not None:
+            self._credentials = credentials
 
     async def _get(self, bucket: str, key: str) -> bytes:
         assert self._http is not None, "FrameStore is used outside its context"

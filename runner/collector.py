@@ -26,14 +26,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from inference.config import KafkaSettings
+from inference.kafka_errors import is_denial
 from inference.logs import log_event
 from inference.messages import FrameResult
 from inference.retry import FailureStreak, RetryLog
 from runner.assembler import Assembly, commit_offsets, write_document
-from runner.errors import InfrastructureError, kafka_errors
+from runner.errors import kafka_errors, kafka_failure, unreachable_failure
 from runner.ids import is_video_id
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,19 @@ def _consumer(kafka: KafkaSettings, group_id: str | None, *topics: str) -> AIOKa
     )
 
 
-async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings) -> None:
+async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings, group: str | None) -> None:
     """Start `consumer`, translating why it cannot; the caller stops it either way."""
-    with kafka_errors(kafka.bootstrap_servers, kafka.results_topic):
-        await consumer.start()
+    with kafka_errors(kafka, kafka.results_topic, group=group):
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            raise await unreachable_failure(exc, kafka) from None
+
+
+def _raise_if_denied(exc: KafkaError, kafka: KafkaSettings, group: str | None) -> None:
+    """A missing ACL ends the command: polling again cannot grant it."""
+    if is_denial(exc):
+        raise kafka_failure(exc, kafka, kafka.results_topic, group=group) from None
 
 
 @dataclass
@@ -134,7 +144,7 @@ class Collector:
         consumer = self._consumer = _consumer(self._kafka, self._group_id)
         consumer.subscribe([self._kafka.results_topic], listener=_Rebalance(self))
         try:
-            await _start(consumer, self._kafka)
+            await _start(consumer, self._kafka, self._group_id)
             log_event(logger, logging.INFO, "collector_started", group=self._group_id, topic=self._kafka.results_topic)
             try:
                 await self._poll_until_stopped(consumer)
@@ -151,6 +161,7 @@ class Collector:
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             except KafkaError as exc:
+                _raise_if_denied(exc, self._kafka, self._group_id)
                 await failures.failed(exc)
                 continue
             failures.passed()
@@ -201,6 +212,7 @@ class Collector:
         try:
             await self._consumer.commit(moved)
         except KafkaError as exc:
+            _raise_if_denied(exc, self._kafka, self._group_id)
             # Not committing is safe: a restart re-reads a little more.
             log_event(logger, logging.WARNING, "commit_failed", error=repr(exc))
             return
@@ -237,7 +249,7 @@ class VideoResults:
 
     async def __aenter__(self) -> VideoResults:
         try:
-            await _start(self._consumer, self._kafka)
+            await _start(self._consumer, self._kafka, None)
             if self._from_end:
                 await self._seek_to_end()
         except BaseException:
@@ -256,7 +268,7 @@ class VideoResults:
         try:
             ends = await self._consumer.end_offsets(partitions)
         except KafkaError as exc:
-            raise InfrastructureError(f"cannot reach Kafka at {self._kafka.bootstrap_servers}: {exc}") from None
+            raise kafka_failure(exc, self._kafka, self._kafka.results_topic) from None
         for tp, offset in ends.items():
             self._consumer.seek(tp, offset)
 
@@ -265,6 +277,7 @@ class VideoResults:
         try:
             batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
         except KafkaError as exc:
+            _raise_if_denied(exc, self._kafka, None)
             await self._failures.failed(exc)
             return []
         self._failures.passed()

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPartitionError
+
+from inference.config import KafkaSettings
+from inference.kafka_errors import denial, is_denial, unreachable
 
 
 class RunnerError(Exception):
@@ -38,11 +41,45 @@ class Incomplete(RunnerError):
 
 
 @contextmanager
-def kafka_errors(bootstrap_servers: str, topic: str) -> Iterator[None]:
-    """Turn aiokafka's failures inside the block into one line that says what to fix."""
+def kafka_errors(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    operation: str = "Read",
+    group: str | None = None,
+    transactional_id: str | None = None,
+    doing: str = "cannot reach Kafka",
+) -> Iterator[None]:
+    """Turn aiokafka's failures inside the block into one line that says what to fix.
+
+    A missing ACL names the permission (`operation` on `topic`, or the group or transactional id).
+    """
     try:
         yield
     except UnknownTopicOrPartitionError:
-        raise InfrastructureError(f"Kafka topic {topic!r} does not exist at {bootstrap_servers}") from None
+        raise InfrastructureError(f"Kafka topic {topic!r} does not exist at {kafka.bootstrap_servers}") from None
     except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from None
+        raise kafka_failure(exc, kafka, topic, operation=operation, group=group,
+                            transactional_id=transactional_id, doing=doing) from None  # fmt: skip
+
+
+async def unreachable_failure(exc: KafkaConnectionError, kafka: KafkaSettings) -> InfrastructureError:
+    """Why no broker answered at start: the certificate, the password or the address, in one line."""
+    return InfrastructureError(str(await unreachable(kafka, exc)))
+
+
+def kafka_failure(
+    exc: KafkaError,
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    operation: str = "Read",
+    group: str | None = None,
+    transactional_id: str | None = None,
+    doing: str = "cannot reach Kafka",
+) -> InfrastructureError:
+    """The one line for a Kafka failure: the missing ACL for a denial, else what failed and where."""
+    if is_denial(exc):
+        where = {"topic": topic, "group": group, "transactional_id": transactional_id}
+        return InfrastructureError(str(denial(exc, kafka.sasl_plain_username, operation=operation, **where)))
+    return InfrastructureError(f"{doing} at {kafka.bootstrap_servers}: {exc!r}")

@@ -37,12 +37,12 @@ import aioboto3
 import orjson
 from aiobotocore.config import AioConfig
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from inference.config import KafkaSettings, S3Settings
 from inference.messages import FrameTask
-from runner.errors import InfrastructureError, InputError, kafka_errors
+from runner.errors import InfrastructureError, InputError, kafka_errors, unreachable_failure
 from runner.ids import require_video_id
 from runner.progress import ProgressFactory, silent
 from runner.video import encode_jpeg, frame_count_estimate, open_video, retrieve, sampled
@@ -112,7 +112,7 @@ async def execute_split(
         await _check_topic(producer, kafka)
         total = await asyncio.to_thread(_count_sampled, request, progress)
         tasks, uploaded_bytes = await _upload_all(client, s3.frames_bucket, request, total, progress)
-        await _announce(producer, kafka.tasks_topic, tasks)
+        await _announce(producer, kafka, request.video_id, tasks)
     return SplitSummary(request.video_id, total, uploaded_bytes, time.perf_counter() - started)
 
 
@@ -145,22 +145,23 @@ async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKaf
         **kafka.client_options(),
         acks="all",
         enable_idempotence=True,
-        transactional_id=f"runner-split-{video_id}",
+        transactional_id=(producer_id := split_transactional_id(video_id)),
         request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
         linger_ms=5,
     )
     try:
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            raise InfrastructureError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from None
+        with kafka_errors(kafka, kafka.tasks_topic, operation="Write", transactional_id=producer_id):
+            try:
+                await producer.start()
+            except KafkaConnectionError as exc:
+                raise await unreachable_failure(exc, kafka) from None
         yield producer
     finally:
         await producer.stop()
 
 
 async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None:
-    with kafka_errors(kafka.bootstrap_servers, kafka.tasks_topic):
+    with kafka_errors(kafka, kafka.tasks_topic, operation="Describe"):
         await producer.partitions_for(kafka.tasks_topic)
 
 
@@ -224,9 +225,16 @@ async def _upload(
     done()
 
 
-async def _announce(producer: AIOKafkaProducer, topic: str, tasks: list[FrameTask]) -> None:
+def split_transactional_id(video_id: str) -> str:
+    """One per video: a split of the same video that restarts fences the one it replaces."""
+    return f"runner-split-{video_id}"
+
+
+async def _announce(producer: AIOKafkaProducer, kafka: KafkaSettings, video_id: str, tasks: list[FrameTask]) -> None:
     """Produce every task in one transaction; any failure aborts it, so none of them becomes visible."""
-    try:
+    topic = kafka.tasks_topic
+    with kafka_errors(kafka, topic, operation="Write", transactional_id=split_transactional_id(video_id),
+                      doing="Kafka did not acknowledge the tasks, none were announced"):  # fmt: skip
         async with producer.transaction():
             sent = [
                 await producer.send(topic, orjson.dumps(task.model_dump(mode="json")), key=task.video_id.encode())
@@ -236,5 +244,3 @@ async def _announce(producer: AIOKafkaProducer, topic: str, tasks: list[FrameTas
             failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
             if failure is not None:
                 raise failure
-    except KafkaError as exc:
-        raise InfrastructureError(f"Kafka did not acknowledge the tasks, none were announced: {exc!r}") from None

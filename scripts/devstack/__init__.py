@@ -1,4 +1,4 @@
-"""A local stack of real servers as processes: Kafka in KRaft mode, SeaweedFS for S3 (DESIGN.md section 6).
+"""A local stack of real servers as processes: Kafka in KRaft mode, SeaweedFS for S3.
 
 `scripts/dev-stack up|down|status|env` (this package's __main__) runs one for development; the
 test suite, the bench and the demo start their own through the API below. No Docker engine is
@@ -14,13 +14,22 @@ from scripts.devstack.kafka import TOPIC_PARTITIONS
 from scripts.devstack.lifecycle import down, prepare, start_server, status, stop_server, up, wait_ready
 from scripts.devstack.ports import free_port, port_open, wait_until
 from scripts.devstack.processes import pid_alive
-from scripts.devstack.s3 import FRAMES_BUCKET, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+from scripts.devstack.s3 import (
+    FRAMES_BUCKET,
+    S3_ACCESS_KEY,
+    S3_READER_KEY,
+    S3_READER_SECRET,
+    S3_REGION,
+    S3_SECRET_KEY,
+)
 from scripts.devstack.state import REPO_ROOT, STATE_DIR, StackInfo, read_state
 
 __all__ = [
     "FRAMES_BUCKET",
     "REPO_ROOT",
     "S3_ACCESS_KEY",
+    "S3_READER_KEY",
+    "S3_READER_SECRET",
     "S3_REGION",
     "S3_SECRET_KEY",
     "STATE_DIR",

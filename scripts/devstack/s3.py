@@ -15,6 +15,9 @@ from scripts.devstack.processes import spawn, stop
 
 S3_ACCESS_KEY = "devstack"
 S3_SECRET_KEY = "devstack-secret"  # noqa: S105 - a fixed credential of a loopback-only dev server
+# A least-privilege identity, as a worker runs in production: it may read the frames bucket alone.
+S3_READER_KEY = "frames-reader"
+S3_READER_SECRET = "frames-reader-secret"  # noqa: S105 - as above
 S3_REGION = "us-east-1"
 FRAMES_BUCKET = "frames"
 # SeaweedFS ignores SIGTERM for a while: a bounded wait, then SIGKILL.
@@ -44,7 +47,12 @@ def _write_identities(path: Path) -> None:
                 "name": "devstack",
                 "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {
+                "name": "frames-reader",
+                "credentials": [{"accessKey": S3_READER_KEY, "secretKey": S3_READER_SECRET}],
+                "actions": [f"Read:{FRAMES_BUCKET}"],
+            },
         ]
     }
     path.write_text(json.dumps(identities))

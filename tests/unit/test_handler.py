@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from inference.config import S3Settings
 from inference.detector import DetectOutput, RawDetection
 from inference.errors import FrameNotFound, FrameTooLarge, InferenceFailed, InvalidImage
 from inference.handler import Destinations, FrameHandler
@@ -65,6 +66,7 @@ def handler(store: Store | None = None, detector: Detector | None = None) -> Fra
         DESTINATIONS,
         Metrics(),
         "host-1",
+        S3Settings(allowed_buckets="frames,other-bucket").allows,
     )
 
 
@@ -185,3 +187,27 @@ async def test_metrics_count_answers_by_status_and_code() -> None:
     assert metrics.get_sample_value("inference_frames_total", {"status": "error", "code": "frame_not_found"}) == 1
     assert metrics.get_sample_value("inference_frames_total", {"status": "dlq", "code": "unreadable_task"}) == 1
     assert metrics.get_sample_value("inference_dlq_messages_total") == 1
+
+
+async def test_a_bucket_outside_the_allow_list_gets_invalid_task_without_a_request() -> None:
+    store = Store({TASK["s3_key"]: b"jpeg"})
+    result = result_of(await handler(store).answer(task_record(bucket="private"), {}))
+    assert result.error is not None and result.error.code == "invalid_task"
+    assert "'private'" in result.error.message and "S3_ALLOWED_BUCKETS" in result.error.message
+    assert store.asked == []
+
+
+@pytest.mark.parametrize(
+    ("allowed", "bucket", "allows"),
+    [
+        (None, None, True),
+        (None, "frames", True),
+        (None, "private", False),
+        ("frames,archive", "archive", True),
+        ("archive", None, False),
+        (" frames , archive ", "frames", True),
+        ("*", "anything-at-all", True),
+    ],
+)
+def test_the_bucket_allow_list(allowed: str | None, bucket: str | None, allows: bool) -> None:
+    assert S3Settings(allowed_buckets=allowed).allows(bucket) is allows
