@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from inference.backends import DetectorConfig
 from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
-from inference.config import Delivery, KafkaSettings, Settings
+from inference.config import Delivery, KafkaSettings, Settings, WorkerSettings
 from inference.handler import Destinations, FrameHandler
 from inference.health import Health, watch_loop_lag
 from inference.heap import freeze_startup_heap
@@ -47,6 +47,43 @@ BACKLOG_PER_LIMIT = 20
 
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def start_pool(
+    stack: contextlib.AsyncExitStack, detector: DetectorConfig, worker: WorkerSettings, metrics: Metrics
+) -> DetectorPool:
+    """The detector pool with its model loaded in every process, closed when `stack` closes."""
+    pool = DetectorPool(
+        detector, worker.processes, worker.frame_timeout_s, worker.frame_attempts, on_restart=metrics.pool_restarts.inc
+    )
+    stack.push_async_callback(pool.close)
+    await pool.start()
+    metrics.model_load_seconds.set(pool.model_load_s)
+    metrics.pool_alive.set_function(pool.alive_count)
+    log_event(logger, logging.INFO, "model_loaded", seconds=round(pool.model_load_s, 2), processes=pool.processes,
+              threads=detector.threads, device=detector.device, imgsz=detector.imgsz)  # fmt: skip
+    return pool
+
+
+def new_consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
+    """The tasks consumer: offsets committed by the checkpoint alone, answers of committed tasks only."""
+    return AIOKafkaConsumer(
+        **kafka.client_options(),
+        group_id=kafka.group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=1024 * 1024,
+    )
+
+
+def record_lag(consumer: AIOKafkaConsumer, checkpoint: Checkpoint, metrics: Metrics) -> None:
+    """Lag = end of the partition (last stable offset: we read committed) - next offset we take."""
+    for tp, offsets in checkpoint.partitions.items():
+        end = consumer.last_stable_offset(tp)
+        if end is not None and offsets.position is not None:
+            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(end - offsets.position)
 
 
 async def new_checkpoint(consumer: AIOKafkaConsumer, metrics: Metrics, kafka: KafkaSettings) -> Checkpoint:
@@ -119,7 +156,7 @@ class Worker:
                 probes = ProbeServer(self.metrics, settings.worker.metrics_port, self.health.healthy, self.health.ready)
                 await probes.start()
                 stack.push_async_callback(probes.stop)
-            pool = await self._start_pool(stack)
+            pool = self._pool = await start_pool(stack, self._detector, settings.worker, self.metrics)
             store = self._store = await stack.enter_async_context(
                 FrameStore(
                     settings.s3, settings.worker.max_frame_bytes, settings.worker.frame_timeout_s, max(8, self._limit)
@@ -145,32 +182,9 @@ class Worker:
             await checkpoint.commit()
         log_event(logger, logging.INFO, "worker_stopped", **self._handler.counts)
 
-    async def _start_pool(self, stack: contextlib.AsyncExitStack) -> DetectorPool:
-        worker = self._settings.worker
-        pool = self._pool = DetectorPool(
-            self._detector, worker.processes, worker.frame_timeout_s, worker.frame_attempts,
-            on_restart=self.metrics.pool_restarts.inc,
-        )  # fmt: skip
-        stack.push_async_callback(pool.close)
-        await pool.start()
-        self.metrics.model_load_seconds.set(pool.model_load_s)
-        self.metrics.pool_alive.set_function(pool.alive_count)
-        log_event(logger, logging.INFO, "model_loaded", seconds=round(pool.model_load_s, 2),
-                  processes=pool.processes, threads=self._detector.threads,
-                  device=self._detector.device, imgsz=self._detector.imgsz)  # fmt: skip
-        return pool
-
     async def _start_consuming(self, stack: contextlib.AsyncExitStack) -> tuple[AIOKafkaConsumer, Checkpoint]:
         kafka = self._settings.kafka
-        consumer = self._consumer = AIOKafkaConsumer(
-            **kafka.client_options(),
-            group_id=kafka.group_id,
-            client_id=self._name,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=1024 * 1024,
-        )
+        consumer = self._consumer = new_consumer(kafka, self._name)
         checkpoint = await new_checkpoint(consumer, self.metrics, kafka)
         self._checkpoint = checkpoint
         stack.push_async_callback(checkpoint.close)
@@ -200,7 +214,7 @@ class Worker:
             for tp, records in batch.items():
                 self._admit(tp, records)
             self._apply_backpressure()
-            self._record_lag(consumer)
+            record_lag(consumer, self._require_checkpoint(), self.metrics)
 
     async def _commit_periodically(self, checkpoint: Checkpoint) -> None:
         """The commit cycle in its own task: polling never waits on a commit's round trips."""
@@ -211,15 +225,6 @@ class Worker:
                 self.health.commit_started()
                 await checkpoint.commit()
                 self.health.commit_ended()
-
-    def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Lag = end of the partition (last stable offset: we read committed) - next offset we take."""
-        for tp, offsets in self._require_checkpoint().partitions.items():
-            end = consumer.last_stable_offset(tp)
-            if end is not None and offsets.position is not None:
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    end - offsets.position
-                )
 
     def _require_checkpoint(self) -> Checkpoint:
         assert self._checkpoint is not None, "the checkpoint is built before the consumer starts"

@@ -4,7 +4,7 @@ No weights can be downloaded here, so the demo model is trained from scratch
 (a model yaml, ``pretrained=False``) on the CPU. Steps:
 
 1. generate a training/validation set and a separate held-out set with
-   ``scripts/synthetic.py`` (cached under ``.cache/synthetic-data/``);
+   ``scripts.synthetic`` (cached under ``.cache/synthetic-data/``);
 2. train at imgsz 320, the size the pipeline serves at (DESIGN.md section 7;
    the checkpoint records it in ``train_args``);
 3. evaluate mAP50 on the held-out set at the same size;
