@@ -34,7 +34,7 @@ from inference.logs import log_event
 from inference.messages import FrameResult
 from inference.retry import FailureStreak, RetryLog
 from runner.assembler import Assembly, commit_offsets, write_document
-from runner.errors import kafka_errors, kafka_failure, unreachable_failure
+from runner.errors import KafkaUse, kafka_errors, kafka_failure, unreachable_failure
 from runner.ids import is_video_id
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _consumer(kafka: KafkaSettings, group_id: str | None, *topics: str) -> AIOKa
 
 async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings, group: str | None) -> None:
     """Start `consumer`, translating why it cannot; the caller stops it either way."""
-    with kafka_errors(kafka, kafka.results_topic, group=group):
+    with kafka_errors(kafka, KafkaUse(kafka.results_topic, group=group)):
         try:
             await consumer.start()
         except KafkaConnectionError as exc:
@@ -83,7 +83,7 @@ async def _start(consumer: AIOKafkaConsumer, kafka: KafkaSettings, group: str | 
 def _raise_if_denied(exc: KafkaError, kafka: KafkaSettings, group: str | None) -> None:
     """A missing ACL ends the command: polling again cannot grant it."""
     if is_denial(exc):
-        raise kafka_failure(exc, kafka, kafka.results_topic, group=group) from None
+        raise kafka_failure(exc, kafka, KafkaUse(kafka.results_topic, group=group)) from None
 
 
 @dataclass
@@ -268,7 +268,7 @@ class VideoResults:
         try:
             ends = await self._consumer.end_offsets(partitions)
         except KafkaError as exc:
-            raise kafka_failure(exc, self._kafka, self._kafka.results_topic) from None
+            raise kafka_failure(exc, self._kafka, KafkaUse(self._kafka.results_topic)) from None
         for tp, offset in ends.items():
             self._consumer.seek(tp, offset)
 

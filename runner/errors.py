@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import ClassVar
 
 from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPartitionError
@@ -40,27 +41,26 @@ class Incomplete(RunnerError):
     exit_code = 3
 
 
-@contextmanager
-def kafka_errors(
-    kafka: KafkaSettings,
-    topic: str,
-    *,
-    operation: str = "Read",
-    group: str | None = None,
-    transactional_id: str | None = None,
-    doing: str = "cannot reach Kafka",
-) -> Iterator[None]:
-    """Turn aiokafka's failures inside the block into one line that says what to fix.
+@dataclass(frozen=True)
+class KafkaUse:
+    """What a runner command does with Kafka: a denial of it names this permission."""
 
-    A missing ACL names the permission (`operation` on `topic`, or the group or transactional id).
-    """
+    topic: str
+    operation: str = "Read"
+    group: str | None = None
+    transactional_id: str | None = None
+    doing: str = "cannot reach Kafka"
+
+
+@contextmanager
+def kafka_errors(kafka: KafkaSettings, use: KafkaUse) -> Iterator[None]:
+    """Turn aiokafka's failures inside the block into one line that says what to fix."""
     try:
         yield
     except UnknownTopicOrPartitionError:
-        raise InfrastructureError(f"Kafka topic {topic!r} does not exist at {kafka.bootstrap_servers}") from None
+        raise InfrastructureError(f"Kafka topic {use.topic!r} does not exist at {kafka.bootstrap_servers}") from None
     except KafkaError as exc:
-        raise kafka_failure(exc, kafka, topic, operation=operation, group=group,
-                            transactional_id=transactional_id, doing=doing) from None  # fmt: skip
+        raise kafka_failure(exc, kafka, use) from None
 
 
 async def unreachable_failure(exc: KafkaConnectionError, kafka: KafkaSettings) -> InfrastructureError:
@@ -68,18 +68,9 @@ async def unreachable_failure(exc: KafkaConnectionError, kafka: KafkaSettings) -
     return InfrastructureError(str(await unreachable(kafka, exc)))
 
 
-def kafka_failure(
-    exc: KafkaError,
-    kafka: KafkaSettings,
-    topic: str,
-    *,
-    operation: str = "Read",
-    group: str | None = None,
-    transactional_id: str | None = None,
-    doing: str = "cannot reach Kafka",
-) -> InfrastructureError:
+def kafka_failure(exc: KafkaError, kafka: KafkaSettings, use: KafkaUse) -> InfrastructureError:
     """The one line for a Kafka failure: the missing ACL for a denial, else what failed and where."""
     if is_denial(exc):
-        where = {"topic": topic, "group": group, "transactional_id": transactional_id}
-        return InfrastructureError(str(denial(exc, kafka.sasl_plain_username, operation=operation, **where)))
-    return InfrastructureError(f"{doing} at {kafka.bootstrap_servers}: {exc!r}")
+        where = {"topic": use.topic, "group": use.group, "transactional_id": use.transactional_id}
+        return InfrastructureError(str(denial(exc, kafka.sasl_plain_username, operation=use.operation, **where)))
+    return InfrastructureError(f"{use.doing} at {kafka.bootstrap_servers}: {exc!r}")

@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from inference.config import KafkaSettings, S3Settings
 from inference.messages import FrameTask
-from runner.errors import InfrastructureError, InputError, kafka_errors, unreachable_failure
+from runner.errors import InfrastructureError, InputError, KafkaUse, kafka_errors, unreachable_failure
 from runner.ids import require_video_id
 from runner.progress import ProgressFactory, silent
 from runner.video import encode_jpeg, frame_count_estimate, open_video, retrieve, sampled
@@ -150,7 +150,7 @@ async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKaf
         linger_ms=5,
     )
     try:
-        with kafka_errors(kafka, kafka.tasks_topic, operation="Write", transactional_id=producer_id):
+        with kafka_errors(kafka, KafkaUse(kafka.tasks_topic, "Write", transactional_id=producer_id)):
             try:
                 await producer.start()
             except KafkaConnectionError as exc:
@@ -161,7 +161,7 @@ async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKaf
 
 
 async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None:
-    with kafka_errors(kafka, kafka.tasks_topic, operation="Describe"):
+    with kafka_errors(kafka, KafkaUse(kafka.tasks_topic, "Describe")):
         await producer.partitions_for(kafka.tasks_topic)
 
 
@@ -233,8 +233,9 @@ def split_transactional_id(video_id: str) -> str:
 async def _announce(producer: AIOKafkaProducer, kafka: KafkaSettings, video_id: str, tasks: list[FrameTask]) -> None:
     """Produce every task in one transaction; any failure aborts it, so none of them becomes visible."""
     topic = kafka.tasks_topic
-    with kafka_errors(kafka, topic, operation="Write", transactional_id=split_transactional_id(video_id),
-                      doing="Kafka did not acknowledge the tasks, none were announced"):  # fmt: skip
+    announce = KafkaUse(topic, "Write", transactional_id=split_transactional_id(video_id),
+                        doing="Kafka did not acknowledge the tasks, none were announced")  # fmt: skip
+    with kafka_errors(kafka, announce):
         async with producer.transaction():
             sent = [
                 await producer.send(topic, orjson.dumps(task.model_dump(mode="json")), key=task.video_id.encode())
