@@ -100,7 +100,7 @@ async def unreachable(settings: KafkaSettings, failure: BaseException) -> KafkaU
         conn.close()
     except (OSError, KafkaError, TimeoutError, ValueError) as exc:
         reason = _reason(exc)
-    return KafkaUnreachable(f"cannot use Kafka at {settings.bootstrap_servers} as {_who(settings)}: {reason}")
+    return KafkaUnreachable(f"cannot reach Kafka at {settings.bootstrap_servers} as {_who(settings)}: {reason}")
 
 
 def _who(settings: KafkaSettings) -> str:
