@@ -34,14 +34,11 @@ from inference.publish import Outgoing, Publisher, producer_options
 from inference.retry import KAFKA_BACKOFF, RetryLog, retry
 
 logger = logging.getLogger(__name__)
-# One bound for every Kafka step of a commit cycle (a transaction, a producer start or stop, a
-# committed-offset read): on a healthy broker each takes milliseconds, but aiokafka retries some
-# coordinator errors and unanswered requests without end, and a cycle stuck there holds back every
-# answer of the replica. A step past the bound counts as failed and the next cycle starts afresh.
+# The bound of every Kafka step of a commit cycle: aiokafka retries some coordinator errors and
+# unanswered requests without end, and one stuck step would hold back every answer of the replica.
 STEP_TIMEOUT_S = 5.0
-# How a step fails. aiokafka fails some with an AssertionError of its own: a client bootstrapped
-# from a metadata answer that lists no broker ("Did we not perform bootstrap?", from a broker just
-# back from a freeze), a transaction begun on a producer in its fatal state.
+# How a step fails: aiokafka raises AssertionError of its own for some (a bootstrap from a metadata
+# answer that lists no broker, a transaction begun on a producer in its fatal state).
 STEP_ERRORS = (KafkaError, TimeoutError, AssertionError)
 # Builds a partition's transactional producer from its options; tests pass a fake.
 ProducerFactory = Callable[..., AIOKafkaProducer]
@@ -266,10 +263,8 @@ class TransactionalCheckpoint(Checkpoint):
             for record in offsets.peek(point)
         ]
         await producer.send_offsets_to_transaction({tp: point}, self._settings.group_id)
-        # aiokafka's commit_transaction does not look at the records: it commits even when some
-        # failed (across a broker restart, a batch left without a leader for request_timeout_ms
-        # expires, and every later one is rejected as OutOfOrderSequenceNumber), and the
-        # offsets would then pass answers that were never written.
+        # aiokafka's commit_transaction commits even when some records failed, and the offsets
+        # would then pass answers that were never written.
         await _delivered(deliveries)
         await producer.commit_transaction()
 
@@ -359,9 +354,8 @@ async def _stop(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
 
 
 async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
-    # aiokafka has no stop without a flush: end its sender task (the one that sends and retries
-    # requests) and close the connections. Cancelled, the task first awaits its
-    # requests in flight, which a frozen broker never answers; a second cancel ends that wait.
+    # aiokafka has no stop without a flush. A cancelled sender task first awaits its requests in
+    # flight, which a frozen broker never answers: a second cancel ends that wait.
     sender = producer._sender.sender_task
     for wait_s in (1.0, STEP_TIMEOUT_S):
         if sender is None or sender.done():

@@ -122,20 +122,18 @@ async def read_to_end(
     there hides what follows it, as it does from any read_committed reader.
     """
     consumer = AIOKafkaConsumer(
+        topic,
         bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
+    # Without a group, start() assigns every partition of the topic.
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        await consumer.topics()  # fills the metadata that partitions_for_topic reads
-        numbers = consumer.partitions_for_topic(topic)
-        assert numbers, f"topic {topic} has no partitions"
-        partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
+        end = await consumer.end_offsets(list(consumer.assignment()))
+        assert end, f"{topic}: no partitions to read"
         deadline = time.monotonic() + timeout_s
         while behind := await _behind(consumer, end):
             if time.monotonic() > deadline:
