@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from inference.config import KafkaSettings
+from inference.kafka_errors import is_denial
 from inference.logs import log_event, partition_names
 from inference.metrics import Metrics
 from inference.offsets import PartitionOffsets
@@ -168,6 +169,8 @@ class AtLeastOnceCheckpoint(Checkpoint):
         try:
             await asyncio.wait_for(self._consumer.commit(points), STEP_TIMEOUT_S)
         except STEP_ERRORS as exc:
+            if is_denial(exc):
+                raise
             log_event(logger, logging.WARNING, "commit_failed", error=repr(exc), partitions=_names(points))
             return {}
         for tp, point in points.items():
@@ -243,6 +246,8 @@ class TransactionalCheckpoint(Checkpoint):
             log_event(logger, logging.WARNING, "producer_fenced", topic=tp.topic, partition=tp.partition)
             return False
         except STEP_ERRORS as exc:
+            if is_denial(exc):
+                raise
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "transaction_failed", error=repr(exc), topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
@@ -288,7 +293,9 @@ class TransactionalCheckpoint(Checkpoint):
             return
         try:
             committed = await asyncio.wait_for(self._consumer.committed(tp), STEP_TIMEOUT_S)
-        except STEP_ERRORS:
+        except STEP_ERRORS as exc:
+            if is_denial(exc):
+                raise
             self._uncertain[tp] = point
             await self._stop_producer(tp)
             return
@@ -328,6 +335,8 @@ class TransactionalCheckpoint(Checkpoint):
                 start, backoff=KAFKA_BACKOFF, log=log, retriable=_step_failed, attempts=attempts, fields=fields
             )
         except STEP_ERRORS as exc:
+            if is_denial(exc):
+                raise
             # Only a bounded start ends here, and retry() raises its last failure unlogged.
             log.failed(exc, attempts or 0, fields)
             return None
@@ -369,8 +378,9 @@ async def _tear_down(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
 
 
 def _step_failed(exc: BaseException) -> bool:
-    """A failed Kafka step is retried whatever its `retriable` flag says: each attempt starts afresh."""
-    return isinstance(exc, STEP_ERRORS)
+    """A failed Kafka step is retried whatever its `retriable` flag says (each attempt starts afresh), but a
+    denial: no retry grants a missing ACL, so it is raised to the worker, which ends."""
+    return isinstance(exc, STEP_ERRORS) and not is_denial(exc)
 
 
 async def _committed_or_start(

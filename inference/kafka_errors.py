@@ -51,11 +51,14 @@ def denial(
     principal: str | None,
     *,
     operation: str,
-    topic: str | None = None,
+    topic: str | tuple[str, ...] | None = None,
     group: str | None = None,
     transactional_id: str | None = None,
 ) -> KafkaAccessDenied:
-    """The line an operator needs: who was refused which operation on which resource."""
+    """The line an operator needs: who was refused which operation on which resource.
+
+    `topic` may name several topics where the request wrote to more than one (results and DLQ).
+    """
     who = f"User:{principal}" if principal else "this client"
     if isinstance(exc, GroupAuthorizationFailedError):
         permission = f"Read on group {group!r}"
@@ -64,7 +67,8 @@ def denial(
     elif isinstance(exc, ClusterAuthorizationFailedError):
         permission = "IdempotentWrite on the cluster"
     else:
-        permission = f"{operation} on topic {topic!r}"
+        topics = topic if isinstance(topic, tuple) else (topic,)
+        permission = f"{operation} on topic " + " and ".join(repr(name) for name in topics)
     return KafkaAccessDenied(f"Kafka denied {who} {permission} ({type(exc).__name__}): grant that ACL")
 
 
@@ -73,14 +77,15 @@ def raise_if_denied(
     settings: KafkaSettings,
     *,
     operation: str,
-    topic: str | None = None,
+    topic: str | tuple[str, ...] | None = None,
     group: str | None = None,
     transactional_id: str | None = None,
 ) -> None:
     """Raise KafkaAccessDenied for an authorization failure; return for anything else."""
     if is_denial(exc):
-        where = {"topic": topic, "group": group, "transactional_id": transactional_id}
-        raise denial(exc, settings.sasl_plain_username, operation=operation, **where) from None
+        principal = settings.sasl_plain_username
+        where = {"group": group, "transactional_id": transactional_id}
+        raise denial(exc, principal, operation=operation, topic=topic, **where) from None
 
 
 async def unreachable(settings: KafkaSettings, failure: BaseException) -> KafkaUnreachable:

@@ -28,7 +28,7 @@ from inference.config import Delivery, KafkaSettings, Settings, WorkerSettings
 from inference.handler import Destinations, FrameHandler
 from inference.health import Health, watch_loop_lag
 from inference.heap import freeze_startup_heap
-from inference.kafka_errors import KafkaAccessDenied, raise_if_denied, unreachable
+from inference.kafka_errors import AUTHORIZATION_ERRORS, KafkaAccessDenied, denial, raise_if_denied, unreachable
 from inference.logs import log_event, partition_names
 from inference.messages import ModelInfo
 from inference.metrics import Metrics
@@ -84,6 +84,13 @@ def record_lag(consumer: AIOKafkaConsumer, checkpoint: Checkpoint, metrics: Metr
         end = consumer.last_stable_offset(tp)
         if end is not None and offsets.position is not None:
             metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(end - offsets.position)
+
+
+def checkpoint_denial(exc: BaseException, kafka: KafkaSettings) -> KafkaAccessDenied:
+    """A denial met by the checkpoint: it writes results and the DLQ, commits to the group, and in
+    exactly_once uses one transactional id per input partition."""
+    return denial(exc, kafka.sasl_plain_username, operation="Write", topic=(kafka.results_topic, kafka.dlq_topic),
+                  group=kafka.group_id, transactional_id=f"{kafka.group_id}-{kafka.tasks_topic}-*")  # fmt: skip
 
 
 async def new_checkpoint(consumer: AIOKafkaConsumer, metrics: Metrics, kafka: KafkaSettings) -> Checkpoint:
@@ -179,7 +186,7 @@ class Worker:
             except* KafkaAccessDenied as denied:
                 raise denied.exceptions[0] from None
             await self._drain(set(self._tasks))
-            await checkpoint.commit()
+            await self._commit(checkpoint)
         log_event(logger, logging.INFO, "worker_stopped", **self._handler.counts)
 
     async def _start_consuming(self, stack: contextlib.AsyncExitStack) -> tuple[AIOKafkaConsumer, Checkpoint]:
@@ -223,8 +230,14 @@ class Worker:
                 await asyncio.wait_for(self._stopping.wait(), checkpoint.until_due())
             if not self._stopping.is_set():
                 self.health.commit_started()
-                await checkpoint.commit()
+                await self._commit(checkpoint)
                 self.health.commit_ended()
+
+    async def _commit(self, checkpoint: Checkpoint, only: set[TopicPartition] | None = None) -> None:
+        try:
+            await checkpoint.commit(only)
+        except AUTHORIZATION_ERRORS as exc:
+            raise checkpoint_denial(exc, self._settings.kafka) from None
 
     def _require_checkpoint(self) -> Checkpoint:
         assert self._checkpoint is not None, "the checkpoint is built before the consumer starts"
@@ -259,8 +272,9 @@ class Worker:
         assert self._consumer is not None
         try:
             start = await self._require_checkpoint().assign(assigned)
-        except KafkaAccessDenied as exc:
-            self._fatal = exc  # aiokafka would log a listener's exception and go on
+        except AUTHORIZATION_ERRORS as exc:
+            # Raised here, aiokafka would log the listener's exception and go on.
+            self._fatal = checkpoint_denial(exc, self._settings.kafka)
             return
         # No await between the trackers' creation and these seeks: aiokafka drops what it had
         # fetched from its own position, and every record admitted from here on is from ours.
@@ -273,7 +287,10 @@ class Worker:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         checkpoint = self._require_checkpoint()
         await self._drain(revoked)
-        await checkpoint.commit(only=revoked)
+        try:
+            await self._commit(checkpoint, only=revoked)
+        except KafkaAccessDenied as exc:
+            self._fatal = exc
         await checkpoint.forget(revoked)
         for tp in revoked:
             with contextlib.suppress(KeyError):

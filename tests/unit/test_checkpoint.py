@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import (
+    GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     RebalanceInProgressError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 
 from inference import commit
@@ -572,3 +575,44 @@ async def test_delivered_returns_when_every_record_is_accepted() -> None:
         loop.call_soon(delivery.set_result, i)
     await commit._delivered(deliveries)
     assert all(d.done() and d.exception() is None for d in deliveries)
+
+
+# --------------------------------------------------------------------------- denials: a missing ACL is never retried
+
+
+async def test_a_group_denial_on_the_committed_read_is_raised_not_retried(broker: Broker) -> None:
+    broker.fail("committed", GroupAuthorizationFailedError(GROUP))
+    checkpoint, _ = at_least_once(broker)
+    with pytest.raises(GroupAuthorizationFailedError):
+        await checkpoint.assign({P0})
+    assert broker.steps.count("committed") == 1
+
+
+async def test_a_group_denial_on_commit_is_raised_not_logged_and_retried(broker: Broker) -> None:
+    checkpoint, _ = at_least_once(broker)
+    await checkpoint.assign({P0})
+    started(checkpoint, P0, range(2))
+    await answered(checkpoint, P0, 0, 1)
+    broker.fail("commit", GroupAuthorizationFailedError(GROUP))
+    with pytest.raises(GroupAuthorizationFailedError):
+        await checkpoint.commit()
+    assert checkpoint.partitions[P0].committed == 0
+
+
+async def test_a_transactional_id_denial_ends_the_producer_start_at_once(broker: Broker) -> None:
+    broker.fail("start", TransactionalIdAuthorizationFailed())
+    checkpoint = transactional(broker)
+    with pytest.raises(TransactionalIdAuthorizationFailed):
+        await checkpoint.assign({P0})
+    assert broker.steps.count("start") == 1
+
+
+async def test_a_topic_denial_in_a_transaction_is_raised_not_taken_as_an_uncertain_outcome(broker: Broker) -> None:
+    checkpoint = transactional(broker)
+    await checkpoint.assign({P0})
+    started(checkpoint, P0, range(1))
+    await answered(checkpoint, P0, 0)
+    broker.fail("send", TopicAuthorizationFailedError(RESULTS))
+    with pytest.raises(TopicAuthorizationFailedError):
+        await checkpoint.commit()
+    assert broker.published == []
