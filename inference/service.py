@@ -192,8 +192,11 @@ class Worker:
     async def _start_consuming(self, stack: contextlib.AsyncExitStack) -> tuple[AIOKafkaConsumer, Checkpoint]:
         kafka = self._settings.kafka
         consumer = self._consumer = new_consumer(kafka, self._name)
-        checkpoint = await new_checkpoint(consumer, self.metrics, kafka)
-        self._checkpoint = checkpoint
+        try:
+            checkpoint = self._checkpoint = await new_checkpoint(consumer, self.metrics, kafka)
+        except BaseException:
+            await consumer.stop()  # the stack stops it only once it is pushed below
+            raise
         stack.push_async_callback(checkpoint.close)
         consumer.subscribe([kafka.tasks_topic], listener=_Rebalance(self))
         stack.push_async_callback(consumer.stop)
@@ -201,6 +204,9 @@ class Worker:
             await consumer.start()
         except KafkaConnectionError as exc:
             raise await unreachable(kafka, exc) from None
+        except KafkaError as exc:
+            raise_if_denied(exc, kafka, operation="Read", topic=kafka.tasks_topic, group=kafka.group_id)
+            raise
         return consumer, checkpoint
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:

@@ -161,7 +161,8 @@ async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKaf
 
 
 async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None:
-    with kafka_errors(kafka, KafkaUse(kafka.tasks_topic, "Describe")):
+    # Write, not Describe: Write implies Describe, and Write is what split needs.
+    with kafka_errors(kafka, KafkaUse(kafka.tasks_topic, "Write")):
         await producer.partitions_for(kafka.tasks_topic)
 
 

