@@ -83,6 +83,17 @@ async def produce(
         await producer.stop()
 
 
+def _reader(bootstrap: str, topic: str, read_committed: bool) -> AIOKafkaConsumer:
+    """A consumer of every partition of `topic` from its start (without a group, start() assigns them all)."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+    )
+
+
 async def consume(
     bootstrap: str,
     topic: str,
@@ -91,13 +102,7 @@ async def consume(
     read_committed: bool = True,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` from the start until `done(records)` holds; fails if the deadline passes first."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed" if read_committed else "read_uncommitted",
-    )
+    consumer = _reader(bootstrap, topic, read_committed)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout_s
@@ -121,14 +126,7 @@ async def read_to_end(
     With `read_committed`, the end is each partition's last stable offset: a transaction still open
     there hides what follows it, as it does from any read_committed reader.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed" if read_committed else "read_uncommitted",
-    )
-    # Without a group, start() assigns every partition of the topic.
+    consumer = _reader(bootstrap, topic, read_committed)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
