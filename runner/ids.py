@@ -1,4 +1,4 @@
-"""Video ids: the contract's pattern (messages.VIDEO_ID_PATTERN), and ids derived from file names."""
+"""Video ids: the contract's pattern (messages.VIDEO_ID_PATTERN), also for ids derived from file names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Train the demo detector on synthetic shapes and write weights/best.pt.
+"""Training of the demo detector on synthetic shapes, written to weights/best.pt.
 
 No weights can be downloaded here, so the demo model is trained from scratch
 (a model yaml, ``pretrained=False``) on the CPU. Steps:
