@@ -29,7 +29,7 @@ class FrameTask(BaseModel):
     s3_key: str = Field(min_length=1)
     bucket: str | None = Field(None, min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
     total_frames: Annotated[StrictInt, Field(ge=1, le=MAX_FRAME_ID)] | None = None
-    timestamp_ms: Annotated[StrictFloat | StrictInt, Field(ge=0)] | None = None
+    timestamp_ms: Annotated[StrictFloat, Field(ge=0)] | None = None
 
     @field_validator("s3_key")
     @classmethod

@@ -5,8 +5,8 @@ No weights can be downloaded here, so the demo model is trained from scratch
 
 1. generate a training/validation set and a separate held-out set with
    ``scripts.synthetic`` (cached under ``.cache/synthetic-data/``);
-2. train at imgsz 320, the size the pipeline serves at (DESIGN.md section 7;
-   the checkpoint records it in ``train_args``);
+2. train at imgsz 320, the size the pipeline serves at (the checkpoint records
+   it in ``train_args``, and ``MODEL_IMGSZ`` defaults to it);
 3. evaluate mAP50 on the held-out set at the same size;
 4. copy the best checkpoint, without its optimizer state, to ``weights/best.pt``.
 

@@ -1,4 +1,4 @@
-"""Where the test suite's Kafka and S3 come from (DESIGN.md section 6).
+"""Where the test suite's Kafka and S3 come from, real servers in every case.
 
 1. Servers named by KAFKA_BOOTSTRAP_SERVERS and S3_ENDPOINT_URL, when both are set.
 2. Otherwise containers through testcontainers, when a Docker engine answers.

@@ -15,7 +15,9 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from jsonschema import Draft202012Validator
 
+from scripts.schemas.files import committed
 from tests.stack import Endpoints
 from tests.support import (
     MODEL_PATH,
@@ -241,6 +243,7 @@ def test_bad_input_gets_its_error_and_good_frames_flow(
     values = result_values(results_for(stack, topics, expected=28))
     codes = {str(v["frame_id"]): v["error"]["code"] for v in values if v["video_id"] == "bad"}
     assert codes == bad_input
+    assert [e.message for v in values for e in Draft202012Validator(committed("result.json")).iter_errors(v)] == []
     assert {v["frame_id"] for v in values if v["video_id"] == "good" and v["status"] == "ok"} == set(range(20))
     dlq = asyncio.run(consume(stack.bootstrap_servers, topics.dlq, lambda r: len(r) >= 4, 60))
     assert sorted((r.value or b"") for r in dlq) == sorted(
