@@ -80,7 +80,8 @@ class S3Settings(BaseSettings):
     endpoint_url: str | None = None
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
-    region: str = "us-east-1"
+    # S3_REGION first, then the AWS SDKs' standard variables, so one AWS_REGION serves every client.
+    region: str = Field("us-east-1", validation_alias=AliasChoices("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
     frames_bucket: str = Field("frames", min_length=3, max_length=63)
     # The buckets a task may name, comma-separated, `*` for any; unset: the frames bucket alone.
     # A task is a request from whoever may write the topic: it must not reach every bucket the worker can.
@@ -120,9 +121,14 @@ class S3Settings(BaseSettings):
         return options
 
 
+# The checkout holding the `inference` package, where weights/ lives beside it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
 class ModelSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="MODEL_", protected_namespaces=())
 
+    # Relative: the working directory, else the checkout, so the demo weights are found from anywhere.
     path: Path = Path("weights/best.pt")
     conf: float = Field(0.25, ge=0.0, le=1.0)
     iou: float = Field(0.45, ge=0.0, le=1.0)
@@ -135,9 +141,12 @@ class ModelSettings(BaseSettings):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: Path) -> Path:
-        if not value.is_file():
-            raise ValueError(f"no model weights at {value}")
-        return value
+        if value.is_file():
+            return value
+        if not value.is_absolute() and (PROJECT_ROOT / value).is_file():
+            return PROJECT_ROOT / value
+        elsewhere = "" if value.is_absolute() else f" (nor at {PROJECT_ROOT / value})"
+        raise ValueError(f"no model weights at {value}{elsewhere}")
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -233,7 +242,9 @@ def build(cls: type[T], **overrides: Any) -> T:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = _variable_name(cls, tuple(first["loc"]))
-        raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
+        # pydantic prefixes a validator's own message with the exception's kind; the message says it all.
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name}: {message}") from None
 
 
 def load_settings() -> Settings:

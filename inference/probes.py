@@ -30,8 +30,8 @@ class ProbeServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
-        app.router.add_get("/healthz", lambda _: _answer(self._healthy()))
-        app.router.add_get("/readyz", lambda _: _answer(self._ready()))
+        app.router.add_get("/healthz", self._serve_healthz)
+        app.router.add_get("/readyz", self._serve_readyz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "0.0.0.0", self._port).start()  # noqa: S104 - probes come from outside the pod
@@ -41,10 +41,16 @@ class ProbeServer:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _serve_healthz(self, _: web.Request) -> web.Response:
+        return _answer(self._healthy())
+
+    async def _serve_readyz(self, _: web.Request) -> web.Response:
+        return _answer(self._ready())
+
     async def _serve_metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _answer(probe: Probe) -> web.Response:
+def _answer(probe: Probe) -> web.Response:
     return web.json_response({"ok": probe.ok, "reason": probe.reason}, status=200 if probe.ok else 503)

@@ -1,8 +1,8 @@
-"""`python -m runner split | collect | run | render`.
+"""`python -m runner split | collect | run | render` (`runner`).
 
 Exit codes: 0 done; 1 Kafka or S3 failed; 2 usage, input or setting error; 3 a video was not
-complete in time. A failure is one line on stderr; progress goes to stderr; summaries and the
-paths of written files go to stdout.
+complete in time; 130 interrupted (Ctrl-C). A failure is one line on stderr; progress goes to
+stderr; summaries and the paths of written files go to stdout.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from inference.cli import OneLineParser, installed_version
 from inference.config import ConfigError, KafkaSettings, LogSettings, S3Settings, build
 from inference.logs import configure_logging
 from runner.assembler import Assembly
@@ -24,7 +25,7 @@ from runner.errors import Incomplete, InputError, RunnerError
 from runner.ids import require_video_id, video_id_for
 from runner.progress import on_stderr
 from runner.render import render_video
-from runner.run import run_video
+from runner.run import TIMEOUT_BASE_S, TIMEOUT_PER_FRAME_S, run_video
 from runner.splitter import SplitRequest, split_video
 
 EXIT_OK = 0
@@ -49,38 +50,59 @@ def _positive_float(text: str) -> float:
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--every", type=_positive_int, default=1, help="sample every Nth frame (default 1: all)")
-    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many sampled frames")
+    parser.add_argument(
+        "--every", type=_positive_int, default=1, metavar="N", help="sample every Nth frame (default 1: all)"
+    )
+    parser.add_argument(
+        "--max-frames", type=_positive_int, default=None, metavar="M", help="stop after M sampled frames"
+    )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runner", description="Split videos into detection tasks; assemble results.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="runner",
+        description="Split videos into detection tasks; assemble results.",
+        epilog="exit codes: 0 done, 1 Kafka or S3 failed, 2 usage, input or setting error, "
+        "3 a video was not complete in time, 130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    split = commands.add_parser("split", help="upload a video's sampled frames to S3 and produce their tasks")
-    split.add_argument("video", type=Path)
-    split.add_argument("--video-id", required=True)
+    split = commands.add_parser(
+        "split", help="upload a video's sampled frames to S3, then produce their tasks in one transaction (all or none)"
+    )
+    split.add_argument("video", type=Path, metavar="VIDEO")
+    split.add_argument("--video-id", required=True, metavar="ID", help="names the frames' S3 prefix and the tasks")
     _add_sampling(split)
 
     collect = commands.add_parser("collect", help="assemble results into DIR/<video_id>.json")
     collect.add_argument("--out", type=Path, required=True, metavar="DIR")
     collect.add_argument(
         "--video-id",
+        metavar="ID",
         help="exit 0 once this video is written, 3 at the timeout (not for a video the group already collected)",
     )
     collect.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
-    collect.add_argument("--group", default=DEFAULT_COLLECTOR_GROUP, help="consumer group (default %(default)s)")
+    collect.add_argument(
+        "--group", default=DEFAULT_COLLECTOR_GROUP, metavar="G", help="consumer group (default %(default)s)"
+    )
 
     run = commands.add_parser("run", help="split one video, wait for its results, write them to FILE")
-    run.add_argument("video", type=Path)
+    run.add_argument("video", type=Path, metavar="VIDEO")
     run.add_argument("--out", type=Path, required=True, metavar="FILE")
-    run.add_argument("--video-id", help="default: derived from the file name")
-    run.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds to wait for results")
+    run.add_argument("--video-id", metavar="ID", help="default: derived from the file name")
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="seconds to wait for results once the tasks are produced, then exit 3 "
+        f"(default: {TIMEOUT_BASE_S:g} + {TIMEOUT_PER_FRAME_S:g} per sampled frame)",
+    )
     _add_sampling(run)
 
     render = commands.add_parser("render", help="draw a result document's boxes onto its video")
-    render.add_argument("video", type=Path)
-    render.add_argument("result_json", type=Path)
+    render.add_argument("video", type=Path, metavar="VIDEO")
+    render.add_argument("result_json", type=Path, metavar="RESULT_JSON")
     render.add_argument("--out", type=Path, required=True, metavar="OUT.mp4")
     return parser
 
@@ -170,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     _say(outcome.summary())
     _say(f"wrote {args.out}")
     if not outcome.complete:
-        raise Incomplete(_missing(f"timed out after {args.timeout:g} s", video_id, outcome.assembly))
+        raise Incomplete(_missing(f"timed out after {outcome.timeout_s:g} s", video_id, outcome.assembly))
     return EXIT_OK
 
 
@@ -190,7 +212,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # FFmpeg prints its own complaints about a bad file; the runner's one error line says it.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:

@@ -3,7 +3,8 @@
 Results are read without a consumer group (`VideoResults`), from the end of the results
 topic as it was before the tasks were produced: a run never waits on a group join, leaves
 no group behind, never reads the topic's history, and never mixes in the results of an
-earlier run of the same video id. The timeout bounds the wait for results, not the upload.
+earlier run of the same video id. The timeout bounds the wait for results, not the upload;
+without one, `default_timeout_s` of the sampled frames.
 """
 
 from __future__ import annotations
@@ -21,11 +22,22 @@ from runner.collector import VideoResults
 from runner.progress import ProgressFactory, silent
 from runner.splitter import SplitRequest, check_request, execute_split
 
+# The default wait: time for workers to start (model load, group join), then one second a frame,
+# slower than a single CPU replica serving a large model, so only a stalled pipeline reaches it.
+TIMEOUT_BASE_S = 120.0
+TIMEOUT_PER_FRAME_S = 1.0
+
+
+def default_timeout_s(frames: int) -> float:
+    """How long `run` waits for the results of `frames` sampled frames when no timeout is given."""
+    return TIMEOUT_BASE_S + TIMEOUT_PER_FRAME_S * frames
+
 
 @dataclass(frozen=True)
 class RunOutcome:
     assembly: Assembly
     seconds: float
+    timeout_s: float
 
     @property
     def complete(self) -> bool:
@@ -57,12 +69,15 @@ async def run_video(
     timeout_s: float | None = None,
     progress: ProgressFactory = silent,
 ) -> RunOutcome:
-    """Split, wait up to `timeout_s` for every result, write the document (complete or not) to `out`."""
+    """Split, wait up to `timeout_s` (None: `default_timeout_s`) for every result, write the document
+    (complete or not) to `out`."""
     started = time.perf_counter()
     check_request(request)
     async with VideoResults(kafka, request.video_id, from_end=True) as results:
         split = await execute_split(request, kafka, s3, progress)
         results.assembly.expect_total(split.total_frames)
+        if timeout_s is None:
+            timeout_s = default_timeout_s(split.total_frames)
         bar = progress("detecting", split.total_frames)
         try:
             with contextlib.suppress(TimeoutError):
@@ -71,4 +86,4 @@ async def run_video(
         finally:
             bar.close()
     write_document(out, results.assembly.document())
-    return RunOutcome(results.assembly, time.perf_counter() - started)
+    return RunOutcome(results.assembly, time.perf_counter() - started, timeout_s)

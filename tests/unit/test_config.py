@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from inference import config
 from inference.config import (
     ConfigError,
     Delivery,
@@ -22,7 +23,7 @@ ALL_VARS = [
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC", "KAFKA_GROUP_ID",
     "S3_ENDPOINT_URL", "S3_FRAMES_BUCKET", "MODEL_PATH", "MODEL_CONF", "MODEL_IOU", "MODEL_IMGSZ",
     "MODEL_DEVICE", "MODEL_BACKEND", "WORKER_PROCESSES", "WORKER_MAX_IN_FLIGHT", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS",
-    "METRICS_PORT", "KAFKA_DELIVERY", "KAFKA_TRANSACTION_INTERVAL_MS",
+    "METRICS_PORT", "KAFKA_DELIVERY", "KAFKA_TRANSACTION_INTERVAL_MS", "S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION",
 ]  # fmt: skip
 
 
@@ -103,10 +104,75 @@ def test_the_cli_fails_with_one_line_and_exit_2(
     from inference.__main__ import main
 
     monkeypatch.setenv("WORKER_PROCESSES", "many")
-    assert main() == 2
+    assert main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "WORKER_PROCESSES" in err[0]
+
+
+def test_a_missing_model_file_names_model_path_without_pydantic_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PATH", "/nope.pt")
+    with pytest.raises(ConfigError, match=r"^invalid setting MODEL_PATH: no model weights at /nope\.pt$"):
+        build(ModelSettings)
+
+
+def test_a_relative_model_path_missing_here_is_found_in_the_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "weights").mkdir(parents=True)
+    (checkout / "weights" / "demo.pt").write_bytes(b"x")
+    monkeypatch.setattr(config, "PROJECT_ROOT", checkout)
+    monkeypatch.setenv("MODEL_PATH", "weights/demo.pt")
+    assert build(ModelSettings).path == checkout / "weights" / "demo.pt"
+
+
+def test_a_relative_model_path_in_the_working_directory_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "weights").mkdir(parents=True)
+    (checkout / "weights" / "best.pt").write_bytes(b"x")
+    monkeypatch.setattr(config, "PROJECT_ROOT", checkout)
+    assert build(ModelSettings).path == Path("weights/best.pt")
+
+
+def test_a_relative_model_path_found_nowhere_names_both_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path / "checkout")
+    monkeypatch.setenv("MODEL_PATH", "weights/other.pt")
+    with pytest.raises(ConfigError) as caught:
+        build(ModelSettings)
+    elsewhere = tmp_path / "checkout" / "weights" / "other.pt"
+    assert str(caught.value) == f"invalid setting MODEL_PATH: no model weights at weights/other.pt (nor at {elsewhere})"
+
+
+def test_an_absolute_model_path_is_used_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setenv("MODEL_PATH", "/weights/best.pt")
+    with pytest.raises(ConfigError, match=r"no model weights at /weights/best\.pt$"):
+        build(ModelSettings)
+
+
+def test_the_default_model_path_finds_the_checkout_weights_from_anywhere(tmp_path: Path) -> None:
+    (tmp_path / "weights" / "best.pt").unlink()
+    assert build(ModelSettings).path == Path(__file__).resolve().parents[2] / "weights" / "best.pt"
+
+
+@pytest.mark.parametrize(
+    ("variables", "region"),
+    [
+        ({}, "us-east-1"),
+        ({"AWS_DEFAULT_REGION": "eu-north-1"}, "eu-north-1"),
+        ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-north-1"}, "eu-west-1"),
+        ({"S3_REGION": "ap-south-1", "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-north-1"}, "ap-south-1"),
+    ],
+)
+def test_s3_region_falls_back_to_the_aws_variables(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], region: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    s3 = build(S3Settings)
+    assert s3.region == region
+    assert s3.client_options()["region_name"] == region
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Runner helpers without I/O: ids from file names, the render's timestamp mapping, plain progress."""
+"""Runner helpers without I/O: ids from file names, the render's timestamp mapping, plain progress, run's timeout."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from inference.messages import FrameResult
 from runner.ids import is_video_id, video_id_for
 from runner.progress import Progress
 from runner.render import ResultTrack
+from runner.run import TIMEOUT_BASE_S, TIMEOUT_PER_FRAME_S, default_timeout_s
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,10 @@ def test_plain_progress_writes_a_line_per_tenth_and_one_at_the_end() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11
     assert lines[-1] == "uploading [" + "#" * 30 + "] 100/100 100%"
+
+
+def test_runs_default_timeout_is_a_base_plus_an_allowance_per_sampled_frame() -> None:
+    assert (TIMEOUT_BASE_S, TIMEOUT_PER_FRAME_S) == (120.0, 1.0)
+    assert default_timeout_s(0) == 120.0
+    assert default_timeout_s(1) == 121.0
+    assert default_timeout_s(3600) == 3720.0
