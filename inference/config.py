@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -95,13 +96,17 @@ class S3Settings(BaseSettings):
             raise ValueError("must name at least one bucket, or `*`")
         return value
 
+    @cached_property
+    def allowed_names(self) -> frozenset[str]:
+        # Parsed once, not for every frame a task names a bucket in.
+        if self.allowed_buckets is None:
+            return frozenset({self.frames_bucket})
+        return frozenset(name.strip() for name in self.allowed_buckets.split(","))
+
     def allows(self, bucket: str | None) -> bool:
         """Whether a task may name this bucket (None: the frames bucket)."""
-        wanted = bucket or self.frames_bucket
-        if self.allowed_buckets is None:
-            return wanted == self.frames_bucket
-        names = {name.strip() for name in self.allowed_buckets.split(",")}
-        return "*" in names or wanted in names
+        names = self.allowed_names
+        return "*" in names or (bucket or self.frames_bucket) in names
 
     @field_validator("endpoint_url")
     @classmethod

@@ -86,6 +86,11 @@ def record_lag(consumer: AIOKafkaConsumer, checkpoint: Checkpoint, metrics: Metr
             metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(end - offsets.position)
 
 
+def raise_if_tasks_denied(exc: BaseException, kafka: KafkaSettings) -> None:
+    """A denial met by the tasks consumer: it reads the tasks topic as a member of the group."""
+    raise_if_denied(exc, kafka, operation="Read", topic=kafka.tasks_topic, group=kafka.group_id)
+
+
 def checkpoint_denial(exc: BaseException, kafka: KafkaSettings) -> KafkaAccessDenied:
     """A denial met by the checkpoint: it writes results and the DLQ, commits to the group, and in
     exactly_once uses one transactional id per input partition."""
@@ -205,14 +210,13 @@ class Worker:
         except KafkaConnectionError as exc:
             raise await unreachable(kafka, exc) from None
         except KafkaError as exc:
-            raise_if_denied(exc, kafka, operation="Read", topic=kafka.tasks_topic, group=kafka.group_id)
+            raise_if_tasks_denied(exc, kafka)
             raise
         return consumer, checkpoint
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         """Three outcomes only: records are admitted, a Kafka error is logged and backed off, or we stop."""
         failures = FailureStreak(RetryLog(logger, "poll_failed"))
-        kafka = self._settings.kafka
         while not self._stopping.is_set():
             self.health.loop_turned()
             if self._fatal is not None:
@@ -220,7 +224,7 @@ class Worker:
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._limit)
             except KafkaError as exc:
-                raise_if_denied(exc, kafka, operation="Read", topic=kafka.tasks_topic, group=kafka.group_id)
+                raise_if_tasks_denied(exc, self._settings.kafka)
                 await failures.failed(exc)
                 continue
             failures.passed()

@@ -93,22 +93,25 @@ class FrameStore:
         self._client: Any = None
         self._credentials: Any = None
         self._credentials_read = 0.0
-        # The replica's outage: the first failure with no success since, and what it was.
-        self._failing_since: float | None = None
-        self._failure = ""
+        # The replica's outage: the latest failure, while no fetch has succeeded since.
+        self._outage: str | None = None
         self._last_success = float("-inf")
         self._http: aiohttp.ClientSession | None = None
         self._bases: dict[str, str] = {}
         self._stack = contextlib.AsyncExitStack()
         self._outage_log = RetryLog(logger, "s3_unavailable")
 
-    async def __aenter__(self) -> FrameStore:
+    def _session(self) -> aioboto3.Session:
+        """A session that resolves the credentials afresh through the chain (or the keys set)."""
         options = self._settings.client_options()
-        endpoint_url = options.pop("endpoint_url", None)
-        session = aioboto3.Session(**options)
+        options.pop("endpoint_url", None)
+        return aioboto3.Session(**options)
+
+    async def __aenter__(self) -> FrameStore:
+        session = self._session()
         config = AioConfig(retries={"max_attempts": 1, "mode": "standard"})
         self._client = await self._stack.enter_async_context(
-            session.client("s3", endpoint_url=endpoint_url, config=config)
+            session.client("s3", endpoint_url=self._settings.endpoint_url, config=config)
         )
         self._credentials = await session.get_credentials()
         self._credentials_read = time.monotonic()
@@ -131,7 +134,7 @@ class FrameStore:
 
     def outage(self) -> str | None:
         """What fails every fetch since the last success, for the readiness probe; None when S3 serves."""
-        return self._failure if self._failing_since is not None else None
+        return self._outage
 
     async def fetch(self, bucket: str | None, key: str, describe: dict[str, object]) -> bytes:
         """The object's bytes; retries the replica's outage until it passes or the caller cancels."""
@@ -146,7 +149,7 @@ class FrameStore:
             except StorageUnavailable as exc:
                 now = time.monotonic()
                 first_failure = first_failure or now
-                self._failed(exc, now)
+                self._outage = str(exc)
                 if self._last_success > first_failure and now - first_failure > self._frame_timeout_s:
                     alone = f"{now - first_failure:.0f}s while other frames were fetched"
                     raise FrameNotFound(f"{exc}, failing for {alone}") from None
@@ -154,24 +157,17 @@ class FrameStore:
                     await self._reread_credentials(now)
                 raise
             self._last_success = time.monotonic()
-            self._failing_since = None
+            self._outage = None
             return data
 
         return await retry(get, backoff=S3_BACKOFF, log=self._outage_log, fields=describe)
-
-    def _failed(self, exc: StorageUnavailable, now: float) -> None:
-        if self._failing_since is None:
-            self._failing_since = now
-        self._failure = str(exc)
 
     async def _reread_credentials(self, now: float) -> None:
         """Look the credentials up again through the chain: a rotated secret is picked up without a restart."""
         if now - self._credentials_read < CREDENTIALS_REFRESH_S:
             return
         self._credentials_read = now
-        options = self._settings.client_options()
-        options.pop("endpoint_url", None)
-        credentials = await aioboto3.Session(**options).get_credentials()
+        credentials = await self._session().get_credentials()
         if credentials is not None:
             self._credentials = credentials
 

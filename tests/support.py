@@ -110,9 +110,7 @@ async def consume(
         while not done(records):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{topic}: what was expected did not arrive in {timeout_s}s ({len(records)} read)")
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
+            await _poll_into(consumer, records)
     finally:
         await consumer.stop()
     return records
@@ -136,12 +134,16 @@ async def read_to_end(
         while behind := await _behind(consumer, end):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{topic}: still behind its end offsets after {timeout_s}s: {behind}")
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
+            await _poll_into(consumer, records)
     finally:
         await consumer.stop()
     return records
+
+
+async def _poll_into(consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    batch = await consumer.getmany(timeout_ms=200)
+    for part in batch.values():
+        records.extend(part)
 
 
 async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> dict[int, int]:
