@@ -35,6 +35,10 @@ class KafkaSettings(BaseSettings):
     tasks_topic: str = Field("inference_tasks", min_length=1)
     results_topic: str = Field("inference_results", min_length=1)
     dlq_topic: str = Field("inference_tasks.dlq", min_length=1)
+    # The model registry: compacted, one record per model name (its current version).
+    models_topic: str = Field("inference_models", min_length=1)
+    # Each video's progress, compacted by video_id: published by whatever assembles the video.
+    status_topic: str = Field("video_status", min_length=1)
     group_id: str = Field("inference-group", min_length=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -84,6 +88,8 @@ class S3Settings(BaseSettings):
     # S3_REGION first, then the AWS SDKs' standard variables, so one AWS_REGION serves every client.
     region: str = Field("us-east-1", validation_alias=AliasChoices("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
     frames_bucket: str = Field("frames", min_length=3, max_length=63)
+    models_bucket: str = Field("models", min_length=3, max_length=63)
+    results_bucket: str = Field("results", min_length=3, max_length=63)
     # The buckets a task may name, comma-separated, `*` for any; unset: the frames bucket alone.
     # A task is a request from whoever may write the topic: it must not reach every bucket the worker can.
     allowed_buckets: str | None = None
@@ -142,6 +148,8 @@ class ModelSettings(BaseSettings):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
     # auto: ONNX Runtime on the CPU, where it is the fastest backend, torch on a GPU.
     backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    # Registry models are downloaded here, verified by sha256, and exported beside their weights.
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "inference" / "models")
 
     @field_validator("path")
     @classmethod
@@ -181,6 +189,8 @@ class WorkerSettings(BaseSettings):
     frame_timeout_s: float = Field(60.0, gt=0)
     frame_attempts: int = Field(3, ge=1, le=10)
     drain_timeout_s: float = Field(30.0, gt=0)
+    # Models a pool process keeps loaded at once; the least recently used is unloaded for another.
+    max_models: int = Field(4, ge=1, le=64)
     max_frame_bytes: int = Field(
         20 * 1024 * 1024, ge=1, validation_alias=AliasChoices("MAX_FRAME_BYTES", "WORKER_MAX_FRAME_BYTES")
     )

@@ -31,8 +31,8 @@ def secure_stack() -> Iterator[SecuredStack]:
 @pytest.fixture
 def topics(stack: Endpoints) -> Topics:
     names = Topics.unique()
-    partitions = {names.tasks: 6, names.results: 6, names.dlq: 1}
-    asyncio.run(create_topics(stack.bootstrap_servers, partitions))
+    partitions = {names.tasks: 6, names.results: 6, names.dlq: 1, names.models: 1, names.status: 3}
+    asyncio.run(create_topics(stack.bootstrap_servers, partitions, names.compacted))
     return names
 
 

@@ -35,11 +35,19 @@ class Topics:
     results: str
     dlq: str
     group: str
+    models: str
+    status: str
 
     @classmethod
     def unique(cls) -> Topics:
         tag = uuid.uuid4().hex[:10]
-        return cls(f"tasks-{tag}", f"results-{tag}", f"tasks-{tag}.dlq", f"group-{tag}")
+        return cls(
+            f"tasks-{tag}", f"results-{tag}", f"tasks-{tag}.dlq", f"group-{tag}", f"models-{tag}", f"status-{tag}"
+        )
+
+    @property
+    def compacted(self) -> frozenset[str]:
+        return frozenset({self.models, self.status})
 
     def env(self) -> dict[str, str]:
         return {
@@ -47,14 +55,22 @@ class Topics:
             "KAFKA_RESULTS_TOPIC": self.results,
             "KAFKA_DLQ_TOPIC": self.dlq,
             "KAFKA_GROUP_ID": self.group,
+            "KAFKA_MODELS_TOPIC": self.models,
+            "KAFKA_STATUS_TOPIC": self.status,
         }
 
 
-async def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+async def create_topics(bootstrap: str, partitions: dict[str, int], compacted: Iterable[str] = ()) -> None:
+    compact = set(compacted)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, n, 1) for name, n in partitions.items()])
+        await admin.create_topics(
+            [
+                NewTopic(name, n, 1, topic_configs={"cleanup.policy": "compact"} if name in compact else {})
+                for name, n in partitions.items()
+            ]
+        )
     finally:
         await admin.close()
 

@@ -28,7 +28,11 @@ TOPIC_PARTITIONS = {
     "inference_tasks": 6,
     "inference_results": 6,
     "inference_tasks.dlq": 3,
+    "inference_models": 1,
+    "video_status": 3,
 }
+# Keyed state (a model name's current version, a video's status): the latest record per key is what counts.
+COMPACTED_TOPICS = frozenset({"inference_models", "video_status"})
 PROBE_TOPIC = "_dev_stack_probe"
 KAFKA_STOP_S = 30.0
 # Beside the storage: the security mode it was formatted for.
@@ -184,6 +188,12 @@ def start_kafka(state_dir: Path, data: Path, port: int, mode: str = security.PLA
     return spawn(java(jars, *options, "kafka.Kafka", str(config)), kafka_dir / "kafka.log", env)
 
 
+def new_topic(new: Any, name: str, partitions: int) -> Any:
+    """aiokafka's NewTopic for one of our topics, compacted where it holds keyed state."""
+    configs = {"cleanup.policy": "compact"} if name in COMPACTED_TOPICS else {}
+    return new(name, partitions, 1, topic_configs=configs)
+
+
 async def prepare_kafka(bootstrap: str, options: dict[str, Any] | None = None) -> None:
     """Create the topics, then prove a transactional producer can initialise and commit.
 
@@ -202,7 +212,7 @@ async def prepare_kafka(bootstrap: str, options: dict[str, Any] | None = None) -
             await admin.start()
             existing = set(await admin.list_topics())
             topics = {**TOPIC_PARTITIONS, PROBE_TOPIC: 1}
-            wanted = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+            wanted = [new_topic(NewTopic, t, n) for t, n in topics.items() if t not in existing]
             if wanted:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(wanted)

