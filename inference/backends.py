@@ -37,10 +37,19 @@ _PACKAGES: dict[Backend, tuple[str, ...]] = {"onnx": ("onnx", "onnxruntime"), "o
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
-    """What a pool process needs to build its model; picklable for the spawn context."""
+class ModelTarget:
+    """One model a pool process can run: the file its backend loads, at an imgsz; picklable."""
 
-    model_path: str  # what `backend` loads: the .pt itself or its export
+    path: str  # what the backend loads: the .pt itself or its export
+    imgsz: int
+    label: str  # name@version, for logs and metrics
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What a pool process needs to build its models; picklable for the spawn context."""
+
+    model_path: str  # the replica's own model (MODEL_PATH), as `backend` loads it
     backend: Backend
     device: str
     imgsz: int
@@ -50,6 +59,14 @@ class DetectorConfig:
     max_pixels: int
     # The replica's pid, taken where the config is built: pool processes die with it.
     parent_pid: int = field(default_factory=os.getpid)
+    # Models one pool process keeps loaded (WORKER_MAX_MODELS); the least recently used goes first.
+    max_models: int = 4
+    label: str = "local"
+
+    @property
+    def local(self) -> ModelTarget:
+        """The replica's own model, which every pool process loads at start."""
+        return ModelTarget(self.model_path, self.imgsz, self.label)
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -79,7 +96,25 @@ def resolve_detector(model: ModelSettings, worker: WorkerSettings) -> DetectorCo
         iou=model.iou,
         threads=max(1, available_cores() // worker.processes),
         max_pixels=worker.max_frame_pixels,
+        max_models=worker.max_models,
+        label=f"{model.path.name}@local",
     )
+
+
+def prepare_target(weights: str, backend: Backend, imgsz: int | None, label: str) -> ModelTarget:
+    """A registry model as the pool runs it: at its imgsz (the checkpoint's unless given), exported once."""
+    size = imgsz or checkpoint_imgsz(weights)
+    return ModelTarget(str(model_file(Path(weights), backend, size)), size, label)
+
+
+def prepared_target(weights: Path, backend: Backend, imgsz: int | None, label: str) -> ModelTarget | None:
+    """The same without torch, when nothing is left to do: the imgsz is known and the export exists."""
+    if imgsz is None:
+        return None
+    if backend == "torch":
+        return ModelTarget(str(weights), imgsz, label)
+    target = cache_path(weights, backend, imgsz)
+    return ModelTarget(str(target), imgsz, label) if target.exists() else None
 
 
 def resolve_device(device: str) -> str:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-ErrorCode = Literal["invalid_task", "frame_not_found", "frame_too_large", "invalid_image", "inference_failed"]
+ErrorCode = Literal[
+    "invalid_task",
+    "frame_not_found",
+    "frame_too_large",
+    "invalid_image",
+    "inference_failed",
+    "model_not_found",
+    "model_unavailable",
+]
 
 
 class PipelineError(Exception):
@@ -48,6 +56,18 @@ class InvalidImage(FrameError):
 
 class InferenceFailed(FrameError):
     code = "inference_failed"
+
+
+class ModelNotFound(FrameError):
+    """The task names a model, or a version of one, that the registry does not have."""
+
+    code = "model_not_found"
+
+
+class ModelUnavailable(FrameError):
+    """The model is registered, but its weights cannot be had: object missing, checksum, load failure."""
+
+    code = "model_unavailable"
 
 
 class UnreadableTask(PipelineError):

@@ -1,8 +1,9 @@
 """The pool's inter-process protocol: length-prefixed messages over a socket pair, both ends.
 
-The replica writes a frame's encoded bytes; the pool process answers each frame, in order, with
-one pickled `(ok, value)` pair: `(True, DetectOutput)`, or `(False, exception)`. The first answer
-of a process says whether its model loaded: `(True, None)` or `(False, reason)`.
+The replica writes a frame's encoded bytes after the model to run them on (a pickled
+ModelTarget, empty for the replica's own model); the pool process answers each frame, in order,
+with one pickled `(ok, value)` pair: `(True, DetectOutput)`, or `(False, exception)`. The first
+answer of a process says whether its model loaded: `(True, None)` or `(False, reason)`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-# Each message: its length, then the bytes.
+# Each message: its length, then the bytes. A frame's bytes start with the length of its model part.
 HEADER = struct.Struct("<Q")
+MODEL_HEADER = struct.Struct("<I")
 Reply = tuple[bool, Any]
 
 
-def frame_message(data: bytes) -> tuple[bytes, bytes]:
-    """A frame's message as its two parts, for one `writelines` on the replica's side."""
-    return HEADER.pack(len(data)), data
+def frame_message(data: bytes, model: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """A frame's message as its parts, for one `writelines` on the replica's side."""
+    head = MODEL_HEADER.pack(len(model)) + model
+    return HEADER.pack(len(head) + len(data)), head, data
 
 
 def send_reply(sock: socket.socket, reply: Reply) -> None:
@@ -33,14 +36,18 @@ def send_reply(sock: socket.socket, reply: Reply) -> None:
     sock.sendall(HEADER.pack(len(payload)) + payload)
 
 
-def read_frame(stream: BinaryIO) -> bytes | None:
-    """The pool process's side: one frame from the replica; None when it closed the socket."""
+def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+    """The pool process's side: one frame's model part and bytes; None when the replica closed the socket."""
     header = stream.read(HEADER.size)
     if len(header) < HEADER.size:
         return None
     (size,) = HEADER.unpack(header)
-    data = stream.read(size)
-    return data if len(data) == size else None
+    message = stream.read(size)
+    if len(message) != size:
+        return None
+    (model_size,) = MODEL_HEADER.unpack_from(message)
+    split = MODEL_HEADER.size + model_size
+    return message[MODEL_HEADER.size : split], message[split:]
 
 
 class ReplyReader:

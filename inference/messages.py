@@ -15,7 +15,13 @@ MAX_FRAME_ID = 2**63 - 1
 MAX_S3_KEY_BYTES = 1024
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
+# A registry name or version: what may sit in an S3 key and a Prometheus label unescaped.
+MODEL_PART_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+MODEL_REF_PATTERN = rf"^{MODEL_PART_PATTERN}(@{MODEL_PART_PATTERN})?$"
+LOCAL_VERSION = "local"
+
 VideoId = Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
+ModelPart = Annotated[str, Field(pattern=rf"^{MODEL_PART_PATTERN}$")]
 FrameId = Annotated[StrictInt, Field(ge=0, le=MAX_FRAME_ID)]
 
 
@@ -30,6 +36,8 @@ class FrameTask(BaseModel):
     bucket: str | None = Field(None, min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
     total_frames: Annotated[StrictInt, Field(ge=1, le=MAX_FRAME_ID)] | None = None
     timestamp_ms: Annotated[StrictFloat, Field(ge=0)] | None = None
+    # "name" (its current version) or "name@version" (pinned); absent: the replica's own model.
+    model: Annotated[str, Field(pattern=MODEL_REF_PATTERN)] | None = None
 
     @field_validator("s3_key")
     @classmethod
@@ -80,6 +88,34 @@ class ModelInfo(BaseModel):
     name: str
     conf: float
     iou: float
+    # "local" for the replica's own MODEL_PATH; None where the frame failed before a model was chosen.
+    version: str | None = None
+    sha256: str | None = None
+
+
+class ModelRecord(BaseModel):
+    """One version of a model in the registry (the value on the models topic, keyed by name)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+
+    name: ModelPart
+    version: ModelPart
+    uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    imgsz: Annotated[StrictInt, Field(ge=32, le=4096)] | None = None
+    created_at: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def bucket_and_key(self) -> tuple[str, str]:
+        bucket, _, key = self.uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
 
 
 class ErrorInfo(BaseModel):

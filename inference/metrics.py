@@ -15,6 +15,10 @@ METRIC_NAMES = (
     "inference_transactions_total",
     "inference_dlq_messages_total",
     "inference_event_loop_lag_seconds",
+    "inference_model_frames_total",
+    "inference_model_loads_total",
+    "inference_model_load_duration_seconds",
+    "inference_model_evictions_total",
 )
 STAGES = ("fetch", "queue", "detect", "publish", "end_to_end")
 # From a few ms (a cached fetch) to a minute (a frame stuck behind a pool restart).
@@ -49,6 +53,20 @@ class Metrics:
         )  # fmt: skip
         self.transactions = Counter("inference_transactions", "Kafka transactions by outcome.", ["outcome"], registry=r)
         self.dlq_messages = Counter("inference_dlq_messages", "Unreadable tasks sent to the DLQ.", registry=r)
+        self.model_frames = Counter(
+            "inference_model_frames", "Frames answered, by model and version.", ["model", "version"], registry=r
+        )
+        self.model_loads = Counter(
+            "inference_model_loads", "Models loaded in a pool process after its start.", ["model", "version"],
+            registry=r,
+        )  # fmt: skip
+        self.model_load_duration = Histogram(
+            "inference_model_load_duration_seconds", "Time a pool process takes to load and warm a model.",
+            buckets=_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.model_evictions = Counter(
+            "inference_model_evictions", "Models unloaded to make room for another (WORKER_MAX_MODELS).", registry=r
+        )
         self.loop_lag = Histogram(
             "inference_event_loop_lag_seconds", "How late the event loop wakes a timer: a stall delays every frame.",
             buckets=_LAG_BUCKETS_S, registry=r,

@@ -16,8 +16,10 @@ attempts, gets `inference_failed`; frames that were only collateral damage succe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
+import pickle
 import socket
 import time
 from collections import deque
@@ -26,9 +28,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from inference import detector
-from inference.backends import DetectorConfig
-from inference.detector import DetectOutput, Entry, Init
-from inference.errors import InferenceFailed
+from inference.backends import DetectorConfig, ModelTarget
+from inference.detector import WARM_ONLY, DetectOutput, Entry, Init
+from inference.errors import InferenceFailed, ModelUnavailable
 from inference.framing import ReplyReader, frame_message
 from inference.logs import log_event
 from inference.retry import POOL_START_BACKOFF, RetryLog, retry
@@ -106,13 +108,13 @@ class _Lane(asyncio.Protocol):
     def serving(self) -> bool:
         return self.ready.done() and not self.ready.exception() and not self.closed.done()
 
-    def send(self, data: bytes) -> asyncio.Future[DetectOutput]:
+    def send(self, data: bytes, model: bytes) -> asyncio.Future[DetectOutput]:
         assert self._transport is not None
         future: asyncio.Future[DetectOutput] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self.pending.append(future)
-        # One write, not two: a header alone would wake an idle process just to wait for the rest.
-        self._transport.writelines(frame_message(data))
+        # One write, not several: a header alone would wake an idle process just to wait for the rest.
+        self._transport.writelines(frame_message(data, model))
         return future
 
     def close(self) -> None:
@@ -121,6 +123,12 @@ class _Lane(asyncio.Protocol):
 
     def kill(self) -> None:
         self.process.kill()  # a no-op on a process that has already exited
+
+
+@functools.lru_cache(maxsize=256)
+def _model_part(target: ModelTarget | None) -> bytes:
+    """A frame's model as it crosses to the pool process, pickled once per model; nothing for the local one."""
+    return b"" if target is None else pickle.dumps(target)
 
 
 async def _reap(process: BaseProcess, timeout_s: float) -> None:
@@ -152,7 +160,7 @@ class DetectorPool:
         self._entry = entry
         self._lanes: list[_Lane] = []
         self._keepers: list[asyncio.Task[None]] = []
-        self._waiting: deque[tuple[bytes, asyncio.Future[tuple[_Lane, asyncio.Future[DetectOutput]]]]] = deque()
+        self._waiting: deque[tuple[bytes, bytes, asyncio.Future[tuple[_Lane, asyncio.Future[DetectOutput]]]]] = deque()
         self._closing = False
         self._shared = 0
         self._idle = asyncio.Event()
@@ -242,52 +250,68 @@ class DetectorPool:
             room = [lane for lane in self._lanes if lane.serving and len(lane.pending) < LANE_DEPTH]
             if not room:
                 return
-            data, placed = self._waiting.popleft()
+            data, model, placed = self._waiting.popleft()
             if placed.done():  # its caller was cancelled while it waited
                 continue
             lane = min(room, key=lambda candidate: len(candidate.pending))
-            placed.set_result((lane, lane.send(data)))
+            placed.set_result((lane, lane.send(data, model)))
 
-    async def detect(self, data: bytes, describe: dict[str, object]) -> DetectOutput:
-        """Detect on one frame; FrameError for bad input, InferenceFailed after the attempts."""
+    async def detect(self, data: bytes, target: ModelTarget | None, describe: dict[str, object]) -> DetectOutput:
+        """Detect on one frame with `target` (None: the replica's own model); FrameError for bad input,
+        InferenceFailed after the attempts."""
+        model = _model_part(target)
         try:
-            return await self._run_shared(data)
+            return await self._run_shared(data, model)
         except PoolCrashed as crash:
             last: Exception = crash
         for attempt in range(2, self._attempts + 1):
             log_event(logger, logging.WARNING, "frame_retry_exclusive", attempt=attempt, **describe)
             try:
-                return await self._run_exclusive(data)
+                return await self._run_exclusive(data, model)
             except PoolCrashed as crash:
                 last = crash
         raise InferenceFailed(f"pool process died on this frame {self._attempts} times: {last}")
 
-    async def _run_shared(self, data: bytes) -> DetectOutput:
+    async def warm(self, target: ModelTarget) -> list[DetectOutput]:
+        """Load and warm `target` in every serving process, so that no frame waits for its load.
+
+        A process started later loads it on its first frame for it.
+        """
+        model = _model_part(target)
+        answers = [lane.send(WARM_ONLY, model) for lane in self._lanes if lane.serving]
+        outcomes = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), self._frame_timeout_s)
+        # A process that died meanwhile is started again and loads the model on its first frame for it.
+        for outcome in outcomes:
+            if isinstance(outcome, ModelUnavailable):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, DetectOutput)]
+
+    async def _run_shared(self, data: bytes, model: bytes) -> DetectOutput:
         while not self._gate.is_set():
             await self._gate.wait()
         self._shared += 1
         self._idle.clear()
         try:
-            return await self._submit(data)
+            return await self._submit(data, model)
         finally:
             self._shared -= 1
             if self._shared == 0:
                 self._idle.set()
 
-    async def _run_exclusive(self, data: bytes) -> DetectOutput:
+    async def _run_exclusive(self, data: bytes, model: bytes) -> DetectOutput:
         async with self._exclusive:
             self._gate.clear()
             try:
                 await self._idle.wait()
-                return await self._submit(data)
+                return await self._submit(data, model)
             finally:
                 self._gate.set()
 
-    async def _submit(self, data: bytes) -> DetectOutput:
+    async def _submit(self, data: bytes, model: bytes) -> DetectOutput:
         if not self.loaded:
             raise RuntimeError("DetectorPool.start() was not awaited")
         placed: asyncio.Future[tuple[_Lane, asyncio.Future[DetectOutput]]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((data, placed))
+        self._waiting.append((data, model, placed))
         self._dispatch()
         lane, answer = await placed
         try:
@@ -307,6 +331,6 @@ class DetectorPool:
         for lane in self._lanes:
             lane.close()
         await asyncio.gather(*(_reap(lane.process, STOP_TIMEOUT_S) for lane in self._lanes))
-        for _, placed in self._waiting:
+        for _, _, placed in self._waiting:
             placed.cancel()
         self._waiting.clear()

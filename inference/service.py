@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -30,14 +31,17 @@ from inference.health import Health, watch_loop_lag
 from inference.heap import freeze_startup_heap
 from inference.kafka_errors import AUTHORIZATION_ERRORS, KafkaAccessDenied, denial, raise_if_denied, unreachable
 from inference.logs import log_event, partition_names
-from inference.messages import ModelInfo
+from inference.messages import LOCAL_VERSION, ModelInfo, ModelRecord
 from inference.metrics import Metrics
 from inference.offsets import OffsetWentBackwards, PartitionOffsets
 from inference.pool import DetectorPool
 from inference.probes import ProbeServer
 from inference.publish import Outgoing, Publisher
+from inference.registry import ModelRegistry
 from inference.retry import FailureStreak, RetryLog
+from inference.route import ModelRouter
 from inference.storage import FrameStore
+from inference.weights import WeightsCache
 
 logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
@@ -63,6 +67,14 @@ async def start_pool(
     log_event(logger, logging.INFO, "model_loaded", seconds=round(pool.model_load_s, 2), processes=pool.processes,
               threads=detector.threads, device=detector.device, imgsz=detector.imgsz)  # fmt: skip
     return pool
+
+
+def local_model(settings: Settings) -> ModelInfo:
+    """The replica's own model (MODEL_PATH) as results report it: version "local", its file's checksum."""
+    with settings.model.path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    model = settings.model
+    return ModelInfo(name=model.path.name, conf=model.conf, iou=model.iou, version=LOCAL_VERSION, sha256=digest)
 
 
 def new_consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
@@ -133,7 +145,7 @@ class Worker:
         self._on_ready = on_ready
         self._stopping = asyncio.Event()
         self._name = worker_name()
-        self._model = ModelInfo(name=settings.model.path.name, conf=settings.model.conf, iou=settings.model.iou)
+        self._model = local_model(settings)
         self._limit = settings.worker.in_flight_limit
         self._backlog_limit = BACKLOG_PER_LIMIT * self._limit
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
@@ -174,9 +186,10 @@ class Worker:
                     settings.s3, settings.worker.max_frame_bytes, settings.worker.frame_timeout_s, max(8, self._limit)
                 )
             )
+            router = await self._start_routing(stack, pool)
             destinations = Destinations(settings.kafka.results_topic, settings.kafka.dlq_topic)
             self._handler = FrameHandler(
-                store, pool, self._model, destinations, self.metrics, self._name, settings.s3.allows
+                store, pool, router, destinations, self.metrics, self._name, settings.s3.allows
             )
             consumer, checkpoint = await self._start_consuming(stack)
             freeze_startup_heap()
@@ -193,6 +206,23 @@ class Worker:
             await self._drain(set(self._tasks))
             await self._commit(checkpoint)
         log_event(logger, logging.INFO, "worker_stopped", **self._handler.counts)
+
+    async def _start_routing(self, stack: contextlib.AsyncExitStack, pool: DetectorPool) -> ModelRouter:
+        """The registry read to its end and followed, and the router that serves its models."""
+        settings = self._settings
+        weights = await stack.enter_async_context(WeightsCache(settings.s3, settings.model.cache_dir))
+        router: ModelRouter | None = None
+
+        def on_change(name: str, record: ModelRecord | None) -> None:
+            if router is not None:
+                router.on_change(name, record)
+
+        registry = ModelRegistry(settings.kafka, self._name, on_change)
+        stack.push_async_callback(registry.stop)
+        await registry.start()
+        router = ModelRouter(registry, weights, pool.warm, self._detector.backend, self._model, self.metrics)
+        stack.callback(router.close)
+        return router
 
     async def _start_consuming(self, stack: contextlib.AsyncExitStack) -> tuple[AIOKafkaConsumer, Checkpoint]:
         kafka = self._settings.kafka

@@ -44,7 +44,8 @@ HOLDOUT_SEED_OFFSET = 1_000_003
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--model", default="yolov8n.yaml", help="model yaml (no pretrained weights)")
+    p.add_argument("--model", default="yolov8n.yaml", help="model yaml (no pretrained weights), or weights to start from")
+    p.add_argument("--single-class", action="store_true", help="one class for every shape (a second demo model)")
     p.add_argument("--epochs", type=int, default=26)
     p.add_argument("--close-mosaic", type=int, default=5, help="last epochs without mosaic")
     p.add_argument("--imgsz", type=int, default=320)
@@ -121,7 +122,9 @@ def _train(args: argparse.Namespace, data_yaml: Path) -> Path:
         nbs=args.batch,
         device="cpu",
         workers=args.workers,
-        pretrained=False,
+        # Starting from weights (a .pt), keep them; from a yaml there is nothing to keep.
+        pretrained=str(args.model).endswith(".pt"),
+        single_cls=args.single_class,
         plots=False,
         cache="ram",
         seed=args.seed,
@@ -153,6 +156,7 @@ def _evaluate(weights: Path, holdout_yaml: Path, args: argparse.Namespace) -> fl
 
     metrics = YOLO(str(weights)).val(
         data=str(holdout_yaml),
+        single_cls=args.single_class,
         split="val",
         imgsz=args.imgsz,
         batch=args.batch,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
-from inference.messages import FrameResult, FrameTask
+from inference.messages import FrameResult, FrameTask, ModelRecord
 from scripts.schemas.video import VideoDocument
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -18,6 +18,7 @@ MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "serialization"]]
     "task.json": (FrameTask, "validation"),
     "result.json": (FrameResult, "serialization"),
     "video.json": (VideoDocument, "serialization"),
+    "model.json": (ModelRecord, "validation"),
 }
 
 

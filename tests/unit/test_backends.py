@@ -5,6 +5,7 @@ Each backend is loaded and run as a pool process runs it (`detector.init_process
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -94,12 +95,18 @@ def load(weights: Path, backend: Backend, threads: int = 1) -> Any:
     """The model of a pool process for `backend`, loaded and warmed up by the pool's initializer."""
     path = str(model_file(weights, backend, IMGSZ))
     detector.init_process(DetectorConfig(path, backend, "cpu", IMGSZ, 0.25, 0.45, threads, 10**8, os.getppid()))
-    return detector._State.model
+    return loaded().model
+
+
+def loaded() -> Any:
+    """The model the pool process's initializer loaded (its only one)."""
+    (model,) = detector._State.models.values()
+    return model
 
 
 def pool_detect(frame: Image) -> list[Detection]:
     """What the pool process loaded last detects on the frame."""
-    return [Detection(d.class_id, d.confidence, d.bbox) for d in detector._predict(frame)]
+    return [Detection(d.class_id, d.confidence, d.bbox) for d in detector._predict(loaded(), frame)]
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -196,12 +203,13 @@ def test_other_architectures_run_as_ultralytics_runs_them(
     YOLO(f"{architecture}.yaml").save(str(weights))
     path = str(model_file(weights, "onnx", IMGSZ))
     detector.init_process(DetectorConfig(path, "onnx", "cpu", IMGSZ, 1e-7, 0.45, 1, 10**8, os.getppid()))
-    assert isinstance(detector._State.model, OnnxModel)
-    ours = [detector._predict(frame) for frame in frames[:3]]
+    ours_loaded = loaded()
+    assert isinstance(ours_loaded.model, OnnxModel)
+    ours = [detector._predict(ours_loaded, frame) for frame in frames[:3]]
     configure_runtime("onnx", 1)
-    detector._State.model = YOLO(path, task="detect")
+    theirs = dataclasses.replace(ours_loaded, model=YOLO(path, task="detect"))
     assert all(len(found) >= 20 for found in ours), "too few detections to compare"
-    assert ours == [detector._predict(frame) for frame in frames[:3]]
+    assert ours == [detector._predict(theirs, frame) for frame in frames[:3]]
 
 
 @pytest.mark.parametrize("backend", EXPORTED)

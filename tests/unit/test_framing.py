@@ -14,11 +14,12 @@ def test_frames_written_by_the_replica_are_read_whole_by_the_process() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         big = bytes(range(256)) * 20_000
-        writer = threading.Thread(target=lambda: [ours.sendall(b"".join(frame_message(d))) for d in (b"a", big)])
+        messages = [(b"a", b""), (big, b"pickled-target")]
+        writer = threading.Thread(target=lambda: [ours.sendall(b"".join(frame_message(*m))) for m in messages])
         writer.start()
         stream = theirs.makefile("rb")
-        assert read_frame(stream) == b"a"
-        assert read_frame(stream) == big
+        assert read_frame(stream) == (b"", b"a")
+        assert read_frame(stream) == (b"pickled-target", big)
         writer.join()
         ours.close()
         assert read_frame(stream) is None  # the replica closed its end

@@ -7,13 +7,22 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from inference.backends import ModelTarget
 from inference.config import S3Settings
 from inference.detector import DetectOutput, RawDetection
-from inference.errors import FrameNotFound, FrameTooLarge, InferenceFailed, InvalidImage
+from inference.errors import (
+    FrameNotFound,
+    FrameTooLarge,
+    InferenceFailed,
+    InvalidImage,
+    ModelNotFound,
+    ModelUnavailable,
+)
 from inference.handler import Destinations, FrameHandler
 from inference.messages import FrameResult, ModelInfo
 from inference.metrics import Metrics
 from inference.publish import Outgoing
+from inference.route import Routed
 
 DESTINATIONS = Destinations(results_topic="results", dlq_topic="tasks.dlq")
 TASK = {"video_id": "cam-1", "frame_id": 7, "s3_key": "cam-1/000007.jpg", "total_frames": 9, "timestamp_ms": 280.0}
@@ -50,19 +59,55 @@ class Detector:
     def __init__(self, answer: DetectOutput | Exception = OUTPUT) -> None:
         self.answer = answer
         self.seen: list[bytes] = []
+        self.targets: list[ModelTarget | None] = []
 
-    async def detect(self, data: bytes, describe: dict[str, object]) -> DetectOutput:
+    async def detect(self, data: bytes, target: ModelTarget | None, describe: dict[str, object]) -> DetectOutput:
         self.seen.append(data)
+        self.targets.append(target)
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
 
 
-def handler(store: Store | None = None, detector: Detector | None = None) -> FrameHandler:
+LOCAL = Routed(ModelInfo(name="best.pt", conf=0.25, iou=0.45, version="local", sha256="a" * 64), None)
+SHAPES_2 = Routed(
+    ModelInfo(name="shapes", conf=0.25, iou=0.45, version="2", sha256="b" * 64),
+    ModelTarget("/cache/b/shapes.onnx", 320, "shapes@2"),
+)
+
+
+class Router:
+    """Model references to routed models; a reference mapped to an exception raises it."""
+
+    local = LOCAL
+
+    def __init__(self, models: dict[str, Routed | Exception] | None = None) -> None:
+        self.models = models or {"shapes": SHAPES_2}
+        self.unavailable_refs: list[str] = []
+        self.loads: list[float] = []
+
+    async def route(self, reference: str | None) -> Routed:
+        if reference is None:
+            return LOCAL
+        found = self.models.get(reference, ModelNotFound(f"no model named {reference!r} is registered"))
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def unavailable(self, ref: str, exc: ModelUnavailable) -> None:
+        self.unavailable_refs.append(ref)
+
+    def loaded(self, routed: Routed, output: DetectOutput) -> None:
+        self.loads.append(output.load_ms)
+
+
+def handler(
+    store: Store | None = None, detector: Detector | None = None, router: Router | None = None
+) -> FrameHandler:
     return FrameHandler(
         store or Store({TASK["s3_key"]: b"jpeg"}),
         detector or Detector(),
-        ModelInfo(name="best.pt", conf=0.25, iou=0.45),
+        router or Router(),
         DESTINATIONS,
         Metrics(),
         "host-1",
@@ -92,8 +137,10 @@ async def test_a_good_frame_becomes_an_ok_result_keyed_by_video() -> None:
         ("square", 0.91235, (10.12, 20.0, 30.99, 40.5))
     ]
     assert result.worker == "host-1"
-    assert describe == {"topic": "tasks", "partition": 3, "offset": 41, "video_id": "cam-1", "frame_id": 7}
+    assert describe == {"topic": "tasks", "partition": 3, "offset": 41, "video_id": "cam-1", "frame_id": 7,
+                        "model": "best.pt", "version": "local"}  # fmt: skip
     assert frames.counts == {"ok": 1}
+    assert result.model == LOCAL.info
 
 
 async def test_timings_are_rounded_to_hundredths_of_a_millisecond() -> None:
@@ -211,3 +258,43 @@ async def test_a_bucket_outside_the_allow_list_gets_invalid_task_without_a_reque
 )
 def test_the_bucket_allow_list(allowed: str | None, bucket: str | None, allows: bool) -> None:
     assert S3Settings(allowed_buckets=allowed).allows(bucket) is allows
+
+
+async def test_a_task_naming_a_model_runs_on_it_and_its_result_carries_version_and_sha256() -> None:
+    detector = Detector()
+    result = result_of(await handler(detector=detector).answer(task_record(model="shapes"), {}))
+    assert result.status == "ok"
+    assert detector.targets == [SHAPES_2.target]
+    assert result.model == SHAPES_2.info
+
+
+async def test_an_unknown_model_is_model_not_found_naming_what_was_asked_and_fetches_nothing() -> None:
+    store = Store({TASK["s3_key"]: b"jpeg"})
+    result = result_of(await handler(store).answer(task_record(model="nope@4"), {}))
+    assert result.error is not None and result.error.code == "model_not_found"
+    assert result.model is not None and (result.model.name, result.model.version) == ("nope", "4")
+    assert store.asked == []
+
+
+async def test_weights_that_fail_in_the_pool_are_model_unavailable_and_remembered() -> None:
+    router = Router()
+    detector = Detector(ModelUnavailable("model shapes@2 does not load: bad weights"))
+    result = result_of(await handler(detector=detector, router=router).answer(task_record(model="shapes"), {}))
+    assert result.error is not None and result.error.code == "model_unavailable"
+    assert result.model == SHAPES_2.info
+    assert router.unavailable_refs == ["shapes@2"]
+
+
+async def test_a_frame_that_loaded_its_model_reports_the_load_apart_from_its_queue_time() -> None:
+    router = Router()
+    output = DetectOutput(640, 360, (), detect_ms=10.0, load_ms=2500.0, evicted=("old@1",))
+    result = result_of(await handler(detector=Detector(output), router=router).answer(task_record(model="shapes"), {}))
+    assert result.timing_ms["load"] == 2500.0
+    assert result.timing_ms["queue"] < 2500.0
+    assert router.loads == [2500.0]
+
+
+async def test_a_malformed_model_reference_is_an_invalid_task() -> None:
+    result = result_of(await handler().answer(task_record(model="a/b"), {}))
+    assert result.error is not None and result.error.code == "invalid_task"
+    assert result.error.message.startswith("model:")
