@@ -21,10 +21,18 @@ def init(config: DetectorConfig) -> None:
         raise RuntimeError("no model at 'broken'")
 
 
+# The models this process has "loaded": a target's first frame here reports a load.
+LOADED: set[ModelTarget] = set()
+
+
 def detect(data: bytes, target: ModelTarget | None) -> DetectOutput:
-    """Answers with the frame's length, the pid, and (in detections' place) nothing; a warm-up loads nothing."""
+    """Answers with the frame's length and the pid; a target's first frame in this process reports a load."""
+    load_ms = 0.0
+    if target is not None and target not in LOADED:
+        LOADED.add(target)
+        load_ms = 1.0
     if data == WARM_ONLY:
-        return DetectOutput(0, os.getpid(), (), 0.0, load_ms=1.0 if target else 0.0)
+        return DetectOutput(0, os.getpid(), (), 0.0, load_ms=load_ms)
     if data == b"crash":
         os._exit(3)
     if data == b"hang":
@@ -35,4 +43,4 @@ def detect(data: bytes, target: ModelTarget | None) -> DetectOutput:
         raise InvalidImage("not an image")
     if data == b"bug":
         raise ValueError("a bug in the detector")
-    return DetectOutput(width=len(data), height=os.getpid(), detections=(), detect_ms=0.0)
+    return DetectOutput(width=len(data), height=os.getpid(), detections=(), detect_ms=0.0, load_ms=load_ms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -38,10 +39,11 @@ def model_only(data: list[bytes], processes: int, backend: Backend, imgsz: int) 
     with ProcessPoolExecutor(
         processes, mp_context=context, initializer=detector.init_process, initargs=(config,)
     ) as pool:
-        list(pool.map(detector.detect, data[: processes * 2]))  # warm every process
+        local = itertools.repeat(None)  # every frame on the replica's own model
+        list(pool.map(detector.detect, data[: processes * 2], local))  # warm every process
         psutil.cpu_percent()
         started = time.perf_counter()
-        list(pool.map(detector.detect, data))
+        list(pool.map(detector.detect, data, local))
         seconds = time.perf_counter() - started
         cpu = psutil.cpu_percent()
     return Measure(f"model-only {backend} P={processes}", len(data), seconds, cpu_percent=cpu)

@@ -22,6 +22,7 @@ WORKER = "worker"
 RUNNER = "runner"
 # The programs' defaults (inference/config.py, runner/__main__.py).
 TASKS, RESULTS, DLQ = "inference_tasks", "inference_results", "inference_tasks.dlq"
+MODELS = "inference_models"
 WORKER_GROUP = "inference-group"
 COLLECTOR_GROUP = "inference-collector"
 # `runner split` commits each video's tasks in one transaction, id `runner-split-<video_id>`.
@@ -44,11 +45,18 @@ class Acl:
 
 
 def worker_acls(
-    tasks: str = TASKS, results: str = RESULTS, dlq: str = DLQ, group: str = WORKER_GROUP, user: str = WORKER
+    tasks: str = TASKS,
+    results: str = RESULTS,
+    dlq: str = DLQ,
+    group: str = WORKER_GROUP,
+    user: str = WORKER,
+    models: str = MODELS,
 ) -> list[Acl]:
     """What a worker replica needs, in both delivery modes."""
     return [
         Acl(user, "Read", "topic", tasks),
+        # The model registry, read without a group (every replica reads all of it).
+        Acl(user, "Read", "topic", models),
         Acl(user, "Read", "group", group),
         Acl(user, "Write", "topic", results),
         Acl(user, "Write", "topic", dlq),
@@ -58,11 +66,17 @@ def worker_acls(
 
 
 def runner_acls(
-    tasks: str = TASKS, results: str = RESULTS, groups: Iterable[str] = (COLLECTOR_GROUP,), user: str = RUNNER
+    tasks: str = TASKS,
+    results: str = RESULTS,
+    groups: Iterable[str] = (COLLECTOR_GROUP,),
+    user: str = RUNNER,
+    models: str = MODELS,
 ) -> list[Acl]:
-    """What `runner split`, `collect` (as a member of `groups`) and `run` need."""
+    """What `runner split`, `collect` (as a member of `groups`), `run` and `models` need."""
     return [
         Acl(user, "Write", "topic", tasks),
+        Acl(user, "Read", "topic", models),
+        Acl(user, "Write", "topic", models),
         Acl(user, "Write", "transactional-id", SPLIT_TRANSACTIONS, prefixed=True),
         Acl(user, "Read", "topic", results),
         *(Acl(user, "Read", "group", group) for group in groups),

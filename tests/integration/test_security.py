@@ -55,7 +55,9 @@ class Names:
     def acls(self) -> list[Acl]:
         """Everything the worker and the runner need for these names."""
         t = self.topics
-        return worker_acls(t.tasks, t.results, t.dlq, t.group) + runner_acls(t.tasks, t.results, [self.collector])
+        return worker_acls(t.tasks, t.results, t.dlq, t.group, models=t.models) + runner_acls(
+            t.tasks, t.results, [self.collector], models=t.models
+        )
 
     def without(self, missing: Acl) -> list[Acl]:
         granted = self.acls()
@@ -88,7 +90,7 @@ async def create_topics(stack: SecuredStack, topics: list[Topics]) -> None:
     try:
         partitions = {name: 3 for t in topics for name in (t.tasks, t.results)}
         await admin.create_topics([NewTopic(name, n, 1) for name, n in partitions.items()] +
-                                  [NewTopic(t.dlq, 1, 1) for t in topics])  # fmt: skip
+                                  [NewTopic(name, 1, 1) for t in topics for name in (t.dlq, t.models)])  # fmt: skip
     finally:
         await admin.close()
 

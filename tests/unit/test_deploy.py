@@ -65,8 +65,17 @@ KUSTOMIZATIONS = {
 }
 
 METRICS_PORT = 9100
+CONSOLE_PREFIX = "runner-console"
 # Partitions per topic; inference_tasks' count is also the most workers that get work.
-PARTITIONS = {"inference_tasks": 6, "inference_results": 6, "inference_tasks.dlq": 3}
+PARTITIONS = {
+    "inference_tasks": 6,
+    "inference_results": 6,
+    "inference_tasks.dlq": 3,
+    "inference_models": 1,
+    "video_status": 3,
+}
+# Keyed state, compacted: a model name's current version, a video's status.
+COMPACTED = {"inference_models", "video_status"}
 TASK_PARTITIONS = PARTITIONS["inference_tasks"]
 # Written once, in the ConfigMap; kustomization.yaml copies them into the ScaledObject.
 SHARED_SETTINGS = {
@@ -74,7 +83,13 @@ SHARED_SETTINGS = {
     "KAFKA_GROUP_ID": "consumerGroup",
     "KAFKA_TASKS_TOPIC": "topic",
 }
-TOPIC_SETTINGS = {"KAFKA_TASKS_TOPIC", "KAFKA_RESULTS_TOPIC", "KAFKA_DLQ_TOPIC"}
+TOPIC_SETTINGS = {
+    "KAFKA_TASKS_TOPIC",
+    "KAFKA_RESULTS_TOPIC",
+    "KAFKA_DLQ_TOPIC",
+    "KAFKA_MODELS_TOPIC",
+    "KAFKA_STATUS_TOPIC",
+}
 # Kubernetes versions the manifests must be valid for: the oldest one supported, and the newest
 # whose schemas the installed kubernetes-validate bundles.
 K8S_MIN_VERSION = "1.29.0"
@@ -117,8 +132,14 @@ def _k8s_resources() -> Iterator[tuple[Path, dict[str, Any]]]:
             yield path, doc
 
 
+def _is_console(doc: dict[str, Any]) -> bool:
+    """The console's resources (`runner serve`), checked in test_deploy_console.py."""
+    return str(doc.get("metadata", {}).get("name", "")).startswith(CONSOLE_PREFIX)
+
+
 def _k8s_all(kind: str) -> list[dict[str, Any]]:
-    return [doc for _, doc in _k8s_resources() if doc["kind"] == kind]
+    """The worker's resources of a kind (and the topics' and monitoring's)."""
+    return [doc for _, doc in _k8s_resources() if doc["kind"] == kind and not _is_console(doc)]
 
 
 def _k8s(kind: str) -> dict[str, Any]:
@@ -297,7 +318,7 @@ def test_the_worker_image_is_set_by_the_kustomization() -> None:
     (kustomization,) = _documents(K8S / "kustomization.yaml")
     placeholder = _worker_container()["image"]
     (entry,) = (entry for entry in kustomization["images"] if entry["name"] == placeholder)
-    (deployment,) = (doc for doc in _built(K8S) if doc["kind"] == "Deployment")
+    (deployment,) = (doc for doc in _built(K8S) if doc["kind"] == "Deployment" and not _is_console(doc))
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"{entry['newName']}:{entry['newTag']}"
     assert entry["newName"].endswith("/kafka-frame-detection")
@@ -504,6 +525,7 @@ def test_strimzi_topics_match_the_settings_and_the_autoscaler() -> None:
         assert isinstance(spec["partitions"], int)
         assert spec["partitions"] == PARTITIONS[name], name
         assert all(isinstance(value, (str, int, bool)) for value in spec.get("config", {}).values())
+        assert (spec.get("config", {}).get("cleanup.policy") == "compact") == (name in COMPACTED), name
     assert topics[config["KAFKA_TASKS_TOPIC"]]["spec"]["partitions"] == _k8s("ScaledObject")["spec"]["maxReplicaCount"]
 
     # The Topic Operator acts only on KafkaTopics labelled with its cluster.
@@ -530,6 +552,8 @@ def test_topics_job_creates_every_topic_idempotently() -> None:
     env = {item["name"]: item["value"] for item in container["env"]}
     created = dict(re.findall(r'--create --if-not-exists --topic "\$(\w+)" --partitions "\$(\w+)"', script))
     assert set(created) == TOPIC_SETTINGS
+    compacted = set(re.findall(r'--topic "\$(\w+)" --partitions "\$\w+" --config cleanup.policy=compact', script))
+    assert {_config()[variable] for variable in compacted} == COMPACTED
     config = _config()
     for variable, partitions in created.items():
         assert int(env[partitions]) == PARTITIONS[config[variable]], variable
@@ -559,6 +583,7 @@ def test_the_topic_partitions_agree_everywhere() -> None:
     compose = {name: int(count) for name, count in re.findall(r"--topic (\S+) --partitions (\d+)", script)}
     strimzi = {topic["spec"]["topicName"]: topic["spec"]["partitions"] for topic in _k8s_all("KafkaTopic")}
     assert compose == strimzi == PARTITIONS
+    assert set(re.findall(r"--topic (\S+) --partitions \d+ [^\n]*cleanup.policy=compact", script)) == COMPACTED
 
 
 # --------------------------------------------------------------------------- Kubernetes: monitoring

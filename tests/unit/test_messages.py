@@ -26,7 +26,7 @@ from inference.messages import (
 )
 
 GOOD = {"video_id": "cam1-2026-11-22", "frame_id": 17, "s3_key": "cam1-2026-11-22/000017.jpg"}
-MODEL = ModelInfo(name="best.pt", conf=0.25, iou=0.45)
+MODEL = ModelInfo(name="best.pt", conf=0.25, iou=0.45, version="local", sha256="a" * 64)
 
 
 def raw(**fields: object) -> bytes:
@@ -149,7 +149,7 @@ def test_ok_result_has_the_contract_shape() -> None:
         "status": "ok",
         "detections": [{"class_id": 0, "class_name": "circle", "confidence": 0.91, "bbox": [1.0, 2.0, 30.0, 40.0]}],
         "image": {"width": 640, "height": 480},
-        "model": {"name": "best.pt", "conf": 0.25, "iou": 0.45},
+        "model": {"name": "best.pt", "conf": 0.25, "iou": 0.45, "version": "local", "sha256": "a" * 64},
         "timing_ms": {"fetch": 3.1, "detect": 92.4, "total": 97.0},
         "worker": "host-1",
     }

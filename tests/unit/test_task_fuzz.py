@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from inference.config import S3Settings
 from inference.handler import Destinations, FrameHandler
-from inference.messages import FrameResult, ModelInfo
+from inference.messages import FrameResult
 from inference.metrics import Metrics
-from tests.unit.test_handler import OUTPUT, Detector, Record, Store
+from tests.unit.test_handler import OUTPUT, Detector, Record, Router, Store
 
 DESTINATIONS = Destinations(results_topic="results", dlq_topic="tasks.dlq")
 CODES = {"invalid_task", "frame_not_found", "frame_too_large", "invalid_image", "inference_failed"}
@@ -48,8 +48,7 @@ def mutated_tasks(draw: st.DrawFn) -> dict[str, Any]:
 
 def handler() -> FrameHandler:
     store = Store({VALID["s3_key"]: b"jpeg"})
-    model = ModelInfo(name="best.pt", conf=0.25, iou=0.45)
-    return FrameHandler(store, Detector(OUTPUT), model, DESTINATIONS, Metrics(), "w", S3Settings().allows)
+    return FrameHandler(store, Detector(OUTPUT), Router(), DESTINATIONS, Metrics(), "w", S3Settings().allows)
 
 
 def check(key: bytes | None, value: bytes | None) -> None:
