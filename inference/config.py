@@ -191,6 +191,11 @@ class WorkerSettings(BaseSettings):
     drain_timeout_s: float = Field(30.0, gt=0)
     # Models a pool process keeps loaded at once; the least recently used is unloaded for another.
     max_models: int = Field(4, ge=1, le=64)
+    # While a higher priority has tasks waiting, the lower ones get at most this share of the slots.
+    low_priority_share: float = Field(0.1, gt=0.0, le=1.0)
+    # Stop taking work when more than this share of the last `dlq_window` tasks went to the DLQ.
+    dlq_max_ratio: float = Field(0.5, gt=0.0, le=1.0)
+    dlq_window: int = Field(200, ge=1, le=1_000_000)
     max_frame_bytes: int = Field(
         20 * 1024 * 1024, ge=1, validation_alias=AliasChoices("MAX_FRAME_BYTES", "WORKER_MAX_FRAME_BYTES")
     )

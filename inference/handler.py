@@ -41,7 +41,9 @@ class FrameSource(Protocol):
 
 
 class Detector(Protocol):
-    async def detect(self, data: bytes, target: ModelTarget | None, describe: dict[str, object]) -> DetectOutput: ...
+    async def detect(
+        self, data: bytes, target: ModelTarget | None, describe: dict[str, object], priority: int = ...
+    ) -> DetectOutput: ...
 
 
 class Router(Protocol):
@@ -87,8 +89,11 @@ class FrameHandler:
         self._worker = worker
         self.counts: dict[str, int] = defaultdict(int)
 
-    async def answer(self, record: TaskRecord, describe: dict[str, object]) -> Outgoing:
-        """The record to publish for one task; `describe` gains the task's video_id and frame_id."""
+    async def answer(self, record: TaskRecord, describe: dict[str, object], priority: int = 1) -> Outgoing:
+        """The record to publish for one task; `describe` gains the task's video_id and frame_id.
+
+        `priority` (0 high, 1 normal, 2 low) orders the frame in the detector pool's queue.
+        """
         started = time.perf_counter()
         try:
             task = self._parse(record.value)
@@ -104,7 +109,7 @@ class FrameHandler:
             routed = await self._router.route(task.model)
             model = routed.info
             describe.update(model=model.name, version=model.version)
-            result = await self._detect(task, routed, started, describe)
+            result = await self._detect(task, routed, started, describe, priority)
         except FrameError as exc:
             result = self._failed(task.video_id, task.frame_id, exc, task, model, started, describe)
         except Exception as exc:  # noqa: BLE001 - a bug must answer the frame, not stall the partition
@@ -122,12 +127,12 @@ class FrameHandler:
         return task
 
     async def _detect(
-        self, task: FrameTask, routed: Routed, started: float, describe: dict[str, object]
+        self, task: FrameTask, routed: Routed, started: float, describe: dict[str, object], priority: int
     ) -> FrameResult:
         data = await self._store.fetch(task.bucket, task.s3_key, describe)
         fetched = time.perf_counter()
         try:
-            output = await self._detector.detect(data, routed.target, describe)
+            output = await self._detector.detect(data, routed.target, describe, priority)
         except ModelUnavailable as exc:
             self._router.unavailable(routed.ref, exc)
             raise

@@ -2,7 +2,7 @@
 
 Alive: the consume loop turns, no commit cycle hangs, the pool has a live process.
 Serving: the model is loaded, the replica is a member of its group, S3 serves its fetches,
-it is not draining.
+it is not draining, and the DLQ guard has not stopped it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ class Health:
         pool_loaded: Callable[[], bool],
         pool_alive: Callable[[], bool],
         storage_outage: Callable[[], str | None] = lambda: None,
+        halted: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._pool_loaded = pool_loaded
         self._pool_alive = pool_alive
         self._storage_outage = storage_outage
+        self._halted = halted
         self._loop_tick = time.monotonic()
         self._commit_started: float | None = None
         self.joined = False
@@ -66,6 +68,9 @@ class Health:
             return Probe(False, "not yet a member of the consumer group")
         if self.draining:
             return Probe(False, "draining")
+        halted = self._halted()
+        if halted is not None:
+            return Probe(False, f"stopped taking work: {halted}")
         outage = self._storage_outage()
         if outage is not None:
             return Probe(False, f"S3 outage: {outage}")

@@ -12,6 +12,7 @@ METRIC_NAMES = (
     "inference_pool_restarts_total",
     "inference_model_load_seconds",
     "inference_consumer_lag",
+    "inference_consumer_lag_seconds",
     "inference_transactions_total",
     "inference_dlq_messages_total",
     "inference_event_loop_lag_seconds",
@@ -50,6 +51,10 @@ class Metrics:
         self.consumer_lag = Gauge(
             "inference_consumer_lag", "Records behind the end of each assigned partition.", ["topic", "partition"],
             registry=r,
+        )  # fmt: skip
+        self.consumer_lag_seconds = Gauge(
+            "inference_consumer_lag_seconds", "Age of the oldest task not yet answered, by its record's timestamp.",
+            ["topic", "partition"], registry=r,
         )  # fmt: skip
         self.transactions = Counter("inference_transactions", "Kafka transactions by outcome.", ["outcome"], registry=r)
         self.dlq_messages = Counter("inference_dlq_messages", "Unreadable tasks sent to the DLQ.", registry=r)

@@ -40,6 +40,8 @@ LANE_DEPTH = 2
 # A lane that has not loaded its model by then is killed and started again.
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 10.0
+# Queues of waiting frames, one per priority level (priority.py).
+PRIORITIES = 3
 
 
 class PoolCrashed(Exception):
@@ -125,6 +127,10 @@ class _Lane(asyncio.Protocol):
         self.process.kill()  # a no-op on a process that has already exited
 
 
+_Placed = asyncio.Future[tuple["_Lane", asyncio.Future[DetectOutput]]]
+_Queue = deque[tuple[bytes, bytes, _Placed]]
+
+
 @functools.lru_cache(maxsize=256)
 def _model_part(target: ModelTarget | None) -> bytes:
     """A frame's model as it crosses to the pool process, pickled once per model; nothing for the local one."""
@@ -160,7 +166,8 @@ class DetectorPool:
         self._entry = entry
         self._lanes: list[_Lane] = []
         self._keepers: list[asyncio.Task[None]] = []
-        self._waiting: deque[tuple[bytes, bytes, asyncio.Future[tuple[_Lane, asyncio.Future[DetectOutput]]]]] = deque()
+        # One queue per priority (0 first): a high-priority frame overtakes the queued lower ones.
+        self._waiting: tuple[_Queue, ...] = tuple(deque() for _ in range(PRIORITIES))
         self._closing = False
         self._shared = 0
         self._idle = asyncio.Event()
@@ -245,23 +252,25 @@ class DetectorPool:
         )
 
     def _dispatch(self) -> None:
-        """Hand waiting frames to the lanes with room, the least loaded first."""
-        while self._waiting:
+        """Hand waiting frames to the lanes with room, the least loaded first, the highest priority first."""
+        while queue := next((queue for queue in self._waiting if queue), None):
             room = [lane for lane in self._lanes if lane.serving and len(lane.pending) < LANE_DEPTH]
             if not room:
                 return
-            data, model, placed = self._waiting.popleft()
+            data, model, placed = queue.popleft()
             if placed.done():  # its caller was cancelled while it waited
                 continue
             lane = min(room, key=lambda candidate: len(candidate.pending))
             placed.set_result((lane, lane.send(data, model)))
 
-    async def detect(self, data: bytes, target: ModelTarget | None, describe: dict[str, object]) -> DetectOutput:
-        """Detect on one frame with `target` (None: the replica's own model); FrameError for bad input,
-        InferenceFailed after the attempts."""
+    async def detect(
+        self, data: bytes, target: ModelTarget | None, describe: dict[str, object], priority: int = 1
+    ) -> DetectOutput:
+        """Detect on one frame with `target` (None: the replica's own model), queued by `priority`
+        (0 first); FrameError for bad input, InferenceFailed after the attempts."""
         model = _model_part(target)
         try:
-            return await self._run_shared(data, model)
+            return await self._run_shared(data, model, priority)
         except PoolCrashed as crash:
             last: Exception = crash
         for attempt in range(2, self._attempts + 1):
@@ -286,13 +295,13 @@ class DetectorPool:
                 raise outcome
         return [outcome for outcome in outcomes if isinstance(outcome, DetectOutput)]
 
-    async def _run_shared(self, data: bytes, model: bytes) -> DetectOutput:
+    async def _run_shared(self, data: bytes, model: bytes, priority: int) -> DetectOutput:
         while not self._gate.is_set():
             await self._gate.wait()
         self._shared += 1
         self._idle.clear()
         try:
-            return await self._submit(data, model)
+            return await self._submit(data, model, priority)
         finally:
             self._shared -= 1
             if self._shared == 0:
@@ -307,11 +316,11 @@ class DetectorPool:
             finally:
                 self._gate.set()
 
-    async def _submit(self, data: bytes, model: bytes) -> DetectOutput:
+    async def _submit(self, data: bytes, model: bytes, priority: int = 0) -> DetectOutput:
         if not self.loaded:
             raise RuntimeError("DetectorPool.start() was not awaited")
-        placed: asyncio.Future[tuple[_Lane, asyncio.Future[DetectOutput]]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((data, model, placed))
+        placed: _Placed = asyncio.get_running_loop().create_future()
+        self._waiting[min(max(priority, 0), PRIORITIES - 1)].append((data, model, placed))
         self._dispatch()
         lane, answer = await placed
         try:
@@ -331,6 +340,7 @@ class DetectorPool:
         for lane in self._lanes:
             lane.close()
         await asyncio.gather(*(_reap(lane.process, STOP_TIMEOUT_S) for lane in self._lanes))
-        for _, _, placed in self._waiting:
-            placed.cancel()
-        self._waiting.clear()
+        for queue in self._waiting:
+            for _, _, placed in queue:
+                placed.cancel()
+            queue.clear()

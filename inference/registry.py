@@ -72,10 +72,9 @@ class ModelRegistry:
             isolation_level="read_committed",
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
-        consumer.subscribe([self._kafka.models_topic])
         try:
             await consumer.start()
-            if self._kafka.models_topic not in await consumer.topics():
+            if not await self._subscribe():
                 log_event(logger, logging.WARNING, "models_topic_missing", topic=self._kafka.models_topic)
         except KafkaConnectionError as exc:
             await consumer.stop()
@@ -96,6 +95,16 @@ class ModelRegistry:
                 await self._follower
         if self._consumer is not None:
             await self._consumer.stop()
+
+    async def _subscribe(self) -> bool:
+        """Subscribe to the topic once it exists (aiokafka fails a start on a missing one); False before."""
+        assert self._consumer is not None
+        if self._consumer.subscription():
+            return True
+        if self._kafka.models_topic not in await self._consumer.topics():
+            return False
+        self._consumer.subscribe([self._kafka.models_topic])
+        return True
 
     async def catch_up(self, timeout_s: float | None = CATCH_UP_TIMEOUT_S) -> bool:
         """Wait until everything published to the topic before this call has been read; False on timeout."""
@@ -127,6 +136,11 @@ class ModelRegistry:
         failures = FailureStreak(RetryLog(logger, "registry_poll_failed"))
         while True:
             try:
+                if not await self._subscribe():
+                    # Created later, perhaps by the first `runner models push`: look again soon.
+                    await asyncio.sleep(METADATA_MAX_AGE_MS / 1000)
+                    await self._notify_all()
+                    continue
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             except KafkaError as exc:
                 await failures.failed(exc)
@@ -135,8 +149,11 @@ class ModelRegistry:
             for records in batch.values():
                 for record in records:
                     self._apply(record)
-            async with self._read:
-                self._read.notify_all()
+            await self._notify_all()
+
+    async def _notify_all(self) -> None:
+        async with self._read:
+            self._read.notify_all()
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}

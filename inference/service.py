@@ -2,9 +2,11 @@
 
 Many frames of one partition are in flight at once (fetches overlap detection);
 `WORKER_MAX_IN_FLIGHT` bounds them, and at the bound the assigned partitions are
-paused while polling continues, so the member stays in the group. On revoke, a
-partition's frames drain within a bound and what is contiguous is committed; on
-SIGTERM, all of them. The event loop never decodes or infers: the pool does.
+paused while polling continues, so the member stays in the group. The three
+priority topics share the slots by priority.py's rule; the DLQ guard (guard.py)
+can pause everything. On revoke, a partition's frames drain within a bound and
+what is contiguous is committed; on SIGTERM, all of them. The event loop never
+decodes or infers: the pool does.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from inference.backends import DetectorConfig
 from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
 from inference.config import Delivery, KafkaSettings, Settings, WorkerSettings
+from inference.guard import DlqGuard
 from inference.handler import Destinations, FrameHandler
 from inference.health import Health, watch_loop_lag
 from inference.heap import freeze_startup_heap
 from inference.kafka_errors import AUTHORIZATION_ERRORS, KafkaAccessDenied, denial, raise_if_denied, unreachable
+from inference.lag import TaskAge
 from inference.logs import log_event, partition_names
 from inference.messages import LOCAL_VERSION, ModelInfo, ModelRecord
 from inference.metrics import Metrics
 from inference.offsets import OffsetWentBackwards, PartitionOffsets
 from inference.pool import DetectorPool
+from inference.priority import Priority, low_share_slots, partitions_to_hold, priority_topics
 from inference.probes import ProbeServer
 from inference.publish import Outgoing, Publisher
 from inference.registry import ModelRegistry
@@ -90,12 +95,23 @@ def new_consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
     )
 
 
-def record_lag(consumer: AIOKafkaConsumer, checkpoint: Checkpoint, metrics: Metrics) -> None:
-    """Lag = end of the partition (last stable offset: we read committed) - next offset we take."""
+def records_waiting(consumer: AIOKafkaConsumer, tp: TopicPartition, offsets: PartitionOffsets[Outgoing]) -> int:
+    """Records in Kafka not yet taken: the last stable offset (we read committed) - the next we take."""
+    end = consumer.last_stable_offset(tp)
+    start = offsets.position if offsets.position is not None else offsets.committed
+    return max(0, end - start) if end is not None and start is not None else 0
+
+
+def record_lag(
+    consumer: AIOKafkaConsumer, checkpoint: Checkpoint, ages: dict[TopicPartition, TaskAge], metrics: Metrics
+) -> None:
+    """Lag in records, and in seconds: the age of the oldest task taken and not yet answered."""
+    now_ms = time.time() * 1000
     for tp, offsets in checkpoint.partitions.items():
-        end = consumer.last_stable_offset(tp)
-        if end is not None and offsets.position is not None:
-            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(end - offsets.position)
+        waiting = records_waiting(consumer, tp, offsets)
+        labels = {"topic": tp.topic, "partition": str(tp.partition)}
+        metrics.consumer_lag.labels(**labels).set(waiting)
+        metrics.consumer_lag_seconds.labels(**labels).set(ages.setdefault(tp, TaskAge()).seconds(now_ms, waiting))
 
 
 def raise_if_tasks_denied(exc: BaseException, kafka: KafkaSettings) -> None:
@@ -156,12 +172,17 @@ class Worker:
         self._store: FrameStore | None = None
         # What ends the replica from a place that cannot raise into run(): a frame's task, a rebalance listener.
         self._fatal: KafkaAccessDenied | None = None
+        self._levels = priority_topics(settings.kafka.tasks_topic)
+        self._share_slots = low_share_slots(self._limit, settings.worker.low_priority_share)
+        self._ages: dict[TopicPartition, TaskAge] = {}
+        self._guard = DlqGuard(settings.worker.dlq_max_ratio, settings.worker.dlq_window)
         self.metrics = Metrics()
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.health = Health(
             pool_loaded=lambda: self._pool is not None and self._pool.loaded,
             pool_alive=lambda: self._pool is not None and self._pool.alive(),
             storage_outage=lambda: self._store.outage() if self._store is not None else None,
+            halted=lambda: self._guard.tripped,
         )
 
     def stop(self) -> None:
@@ -233,7 +254,7 @@ class Worker:
             await consumer.stop()  # the stack stops it only once it is pushed below
             raise
         stack.push_async_callback(checkpoint.close)
-        consumer.subscribe([kafka.tasks_topic], listener=_Rebalance(self))
+        consumer.subscribe(list(self._levels), listener=_Rebalance(self))
         stack.push_async_callback(consumer.stop)
         try:
             await consumer.start()
@@ -261,7 +282,7 @@ class Worker:
             for tp, records in batch.items():
                 self._admit(tp, records)
             self._apply_backpressure()
-            record_lag(consumer, self._require_checkpoint(), self.metrics)
+            record_lag(consumer, self._require_checkpoint(), self._ages, self.metrics)
 
     async def _commit_periodically(self, checkpoint: Checkpoint) -> None:
         """The commit cycle in its own task: polling never waits on a commit's round trips."""
@@ -288,25 +309,38 @@ class Worker:
         if offsets is None:
             return  # revoked while the batch was in hand (the next owner consumes it), or still being set up
         running = self._tasks[tp]
+        age = self._ages.setdefault(tp, TaskAge())
         for record in records:
             try:
                 offsets.start(record.offset)
             except OffsetWentBackwards:
                 continue  # a stale fetch from before a seek; this offset is already in hand
+            age.taken(record.offset, record.timestamp)
             task = asyncio.create_task(self._handle(tp, record, offsets))
             running.add(task)
             task.add_done_callback(running.discard)
 
     def _apply_backpressure(self) -> None:
-        """Pause everything at the in-flight bound; pause a partition whose uncommitted backlog is full.
+        """Pause everything at the in-flight bound or once the DLQ guard tripped; pause a partition
+        whose uncommitted backlog is full, and lower priorities beyond their share.
 
         The backlog bound keeps memory flat when one frame of a partition is stuck (an S3 object
         that keeps failing): later frames finish but cannot be committed past it.
         """
-        assert self._consumer is not None
+        consumer = self._consumer
+        assert consumer is not None
         partitions = self._require_checkpoint().partitions
-        backlogged = {tp for tp, o in partitions.items() if o.tracked >= self._backlog_limit}
-        apply_backpressure(self._consumer, self.in_flight >= self._limit, backlogged)
+        held = {tp for tp, o in partitions.items() if o.tracked >= self._backlog_limit}
+        waiting: dict[Priority, bool] = {}
+        in_flight: dict[Priority, int] = {}
+        for tp, offsets in partitions.items():
+            level = self._levels.get(tp.topic, Priority.NORMAL)
+            waiting[level] = waiting.get(level, False) or records_waiting(consumer, tp, offsets) > 0
+            in_flight[level] = in_flight.get(level, 0) + len(self._tasks.get(tp, ()))
+        free = max(0, self._limit - self.in_flight)
+        held |= partitions_to_hold(partitions, self._levels, waiting, in_flight, free, self._share_slots)
+        stop_all = self.in_flight >= self._limit or self._guard.tripped is not None
+        apply_backpressure(consumer, stop_all, held)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._consumer is not None
@@ -333,8 +367,10 @@ class Worker:
             self._fatal = exc
         await checkpoint.forget(revoked)
         for tp in revoked:
-            with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            self._ages.pop(tp, None)
+            for gauge in (self.metrics.consumer_lag, self.metrics.consumer_lag_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
         log_event(logger, logging.INFO, "partitions_revoked", partitions=partition_names(revoked))
 
     async def _drain(self, partitions: set[TopicPartition]) -> None:
@@ -356,13 +392,17 @@ class Worker:
         assert self._handler is not None
         describe: dict[str, object] = {"topic": tp.topic, "partition": tp.partition, "offset": record.offset}
         started = time.perf_counter()
-        outgoing = await self._handler.answer(record, describe)
+        outgoing = await self._handler.answer(record, describe, self._levels.get(tp.topic, Priority.NORMAL))
         answered = time.perf_counter()
         try:
             await self._require_checkpoint().deliver(offsets, record.offset, outgoing, describe)
         except KafkaAccessDenied as exc:
             self._fatal = exc
             return
+        self._ages.setdefault(tp, TaskAge()).answered(record.offset)
+        if self._guard.answered(outgoing.topic == self._settings.kafka.dlq_topic):
+            log_event(logger, logging.ERROR, "dlq_guard_tripped", reason=self._guard.tripped, **describe)
+            self._apply_backpressure()
         done = time.perf_counter()
         self.metrics.observe("publish", done - answered)
         self.metrics.observe("end_to_end", done - started)

@@ -42,6 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from inference.config import KafkaSettings, S3Settings
 from inference.messages import FrameTask
+from inference.priority import Priority, topic_for
 from runner.errors import InfrastructureError, InputError, KafkaUse, kafka_errors, unreachable_failure
 from runner.ids import require_video_id
 from runner.progress import ProgressFactory, silent
@@ -58,6 +59,13 @@ class SplitRequest:
     video_id: str
     every: int = 1
     max_frames: int | None = None
+    # The model every task asks for ("name" or "name@version"); None: each worker's own.
+    model: str | None = None
+    # Which of the three task topics the tasks go to (inference/priority.py).
+    priority: Priority = Priority.NORMAL
+
+    def topic(self, kafka: KafkaSettings) -> str:
+        return topic_for(kafka.tasks_topic, self.priority)
 
 
 @dataclass(frozen=True)
@@ -109,10 +117,10 @@ async def execute_split(
     started = time.perf_counter()
     async with _s3_client(s3) as client, _producer(kafka, request.video_id) as producer:
         await _check_bucket(client, s3)
-        await _check_topic(producer, kafka)
+        await _check_topic(producer, kafka, request.topic(kafka))
         total = await asyncio.to_thread(_count_sampled, request, progress)
         tasks, uploaded_bytes = await _upload_all(client, s3.frames_bucket, request, total, progress)
-        await _announce(producer, kafka, request.video_id, tasks)
+        await _announce(producer, kafka, request, tasks)
     return SplitSummary(request.video_id, total, uploaded_bytes, time.perf_counter() - started)
 
 
@@ -160,10 +168,10 @@ async def _producer(kafka: KafkaSettings, video_id: str) -> AsyncIterator[AIOKaf
         await producer.stop()
 
 
-async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings) -> None:
+async def _check_topic(producer: AIOKafkaProducer, kafka: KafkaSettings, topic: str) -> None:
     # Write, not Describe: Write implies Describe, and Write is what split needs.
-    with kafka_errors(kafka, KafkaUse(kafka.tasks_topic, "Write")):
-        await producer.partitions_for(kafka.tasks_topic)
+    with kafka_errors(kafka, KafkaUse(topic, "Write")):
+        await producer.partitions_for(topic)
 
 
 async def _upload_all(
@@ -182,7 +190,7 @@ async def _upload_all(
             async with asyncio.TaskGroup() as group:
                 while (frame := await loop.run_in_executor(encoder, next, frames, None)) is not None:
                     timestamp_ms, jpeg = frame
-                    task = _task(request.video_id, len(tasks), bucket, total, timestamp_ms)
+                    task = _task(request.video_id, len(tasks), bucket, total, timestamp_ms, request.model)
                     await slots.acquire()
                     group.create_task(_upload(client, task, jpeg, slots, bar.advance))
                     tasks.append(task)
@@ -203,7 +211,7 @@ def _encoded_frames(request: SplitRequest, total: int) -> Generator[tuple[float,
             yield timestamp_ms, encode_jpeg(retrieve(capture, request.video))
 
 
-def _task(video_id: str, frame_id: int, bucket: str, total: int, timestamp_ms: float) -> FrameTask:
+def _task(video_id: str, frame_id: int, bucket: str, total: int, timestamp_ms: float, model: str | None) -> FrameTask:
     return FrameTask(
         video_id=video_id,
         frame_id=frame_id,
@@ -211,6 +219,7 @@ def _task(video_id: str, frame_id: int, bucket: str, total: int, timestamp_ms: f
         bucket=bucket,
         total_frames=total,
         timestamp_ms=timestamp_ms,
+        model=model,
     )
 
 
@@ -231,15 +240,19 @@ def split_transactional_id(video_id: str) -> str:
     return f"runner-split-{video_id}"
 
 
-async def _announce(producer: AIOKafkaProducer, kafka: KafkaSettings, video_id: str, tasks: list[FrameTask]) -> None:
+async def _announce(
+    producer: AIOKafkaProducer, kafka: KafkaSettings, request: SplitRequest, tasks: list[FrameTask]
+) -> None:
     """Produce every task in one transaction; any failure aborts it, so none of them becomes visible."""
-    topic = kafka.tasks_topic
-    announce = KafkaUse(topic, "Write", transactional_id=split_transactional_id(video_id),
+    topic = request.topic(kafka)
+    announce = KafkaUse(topic, "Write", transactional_id=split_transactional_id(request.video_id),
                         doing="Kafka did not acknowledge the tasks, none were announced")  # fmt: skip
     with kafka_errors(kafka, announce):
         async with producer.transaction():
             sent = [
-                await producer.send(topic, orjson.dumps(task.model_dump(mode="json")), key=task.video_id.encode())
+                await producer.send(
+                    topic, orjson.dumps(task.model_dump(mode="json", exclude_none=True)), key=task.video_id.encode()
+                )
                 for task in tasks
             ]
             outcomes = await asyncio.gather(*sent, return_exceptions=True)

@@ -17,6 +17,8 @@ On one fixed set of generated frames it measures
 3. naive baseline: one replica that takes one frame at a time (fetch, detect, publish, commit)
    with the torch backend and torch's default threads, the style of a first attempt;
 4. memory drift: resident memory of a replica and its pool over a long run, after warm-up;
+5. with --models alone instead: models as data (scripts/bench/models.py), a registry model
+   against the replica's own, and the first frame of a model new to the replica;
 and prints frames/s, the ratios, end-to-end latency percentiles (the broker's append times of
 task and result), CPU utilisation, CPU time per frame (worker, pool, local Kafka, local S3, and
 this script's own producer and reader), resident memory per process, how late each
@@ -35,6 +37,7 @@ from inference.backends import Backend, checkpoint_imgsz
 from scripts import devstack
 from scripts.bench.load import frames
 from scripts.bench.measure import MODEL, model_only, pipeline_run, stack
+from scripts.bench.models import model_runs
 from scripts.bench.readings import Measure
 from scripts.bench.report import bracketing, plot, print_summary, table, worker_efficiency, write_json
 
@@ -123,10 +126,14 @@ def main() -> int:
     parser.add_argument("--drift-frames", type=int, default=2000, help="frames of the memory-drift run; 0 skips it")
     parser.add_argument("--imgsz", type=int, help="model input size (MODEL_IMGSZ); default: the checkpoint's")
     parser.add_argument("--json", type=Path, default=devstack.REPO_ROOT / "out" / "bench.json")
+    parser.add_argument("--models", action="store_true", help="only the models-as-data runs (P = the largest)")
     args = parser.parse_args()
     args.imgsz = args.imgsz or checkpoint_imgsz(MODEL)
     with stack() as env:
-        measures, ratios = run_all(env, frames(args.frames), args)
+        if args.models:
+            measures, ratios = model_runs(env, frames(args.frames), max(args.processes))
+        else:
+            measures, ratios = run_all(env, frames(args.frames), args)
     print_summary(measures, ratios)
     write_json(args.json, measures, ratios, args.frames, args.imgsz)
     png = args.json.with_suffix(".png")

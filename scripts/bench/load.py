@@ -48,8 +48,10 @@ def balanced_video_ids() -> list[str]:
     return [video_id for p in partitions for video_id in chosen[p]]
 
 
-async def stage(env: dict[str, str], data: list[bytes], tag: str) -> list[tuple[bytes, bytes]]:
-    """Upload the frames once per run and return the task records (not yet produced)."""
+async def stage(
+    env: dict[str, str], data: list[bytes], tag: str, fields: dict[str, str] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """Upload the frames once per run and return the task records (not yet produced), with `fields` in each."""
     import aioboto3
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -76,7 +78,7 @@ async def stage(env: dict[str, str], data: list[bytes], tag: str) -> list[tuple[
         for i, body in enumerate(data):
             video, key = videos[i % len(videos)], f"bench/{tag}/{i:06d}.jpg"
             await s3.put_object(Bucket="frames", Key=key, Body=body)
-            task = {"video_id": video, "frame_id": i, "s3_key": key, "total_frames": len(data)}
+            task = {"video_id": video, "frame_id": i, "s3_key": key, "total_frames": len(data), **(fields or {})}
             records.append((video.encode(), orjson.dumps(task)))
     return records
 

@@ -99,11 +99,11 @@ def wait_joined(log_dir: Path, pattern: str, replicas: int) -> None:
 
 def pipeline_run(
     env: dict[str, str], data: list[bytes], name: str, command: list[str], replicas: int, extra: dict[str, str],
-    rate: float | None = None, pin: bool = False,
+    rate: float | None = None, pin: bool = False, task_fields: dict[str, str] | None = None,
 ) -> Measure:  # fmt: skip
     """From the first task produced until every result is on its topic, on topics of the run's own."""
     tag = f"bench-{uuid.uuid4().hex[:8]}"
-    records = asyncio.run(stage(env, data, tag))
+    records = asyncio.run(stage(env, data, tag, task_fields))
     topics = {
         "KAFKA_TASKS_TOPIC": f"{tag}-tasks",
         "KAFKA_RESULTS_TOPIC": f"{tag}-results",

@@ -7,10 +7,7 @@ alone; a task naming another bucket is what a writer of the tasks topic could tr
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +24,7 @@ from tests.support import (
     consume,
     produce,
     read_to_end,
+    readiness,
     result_values,
     s3_session,
     synthetic_jpeg,
@@ -37,16 +35,6 @@ from tests.support import (
 
 StartWorker = Callable[..., WorkerProcess]
 PRIVATE_BUCKET = f"private-{uuid.uuid4().hex[:8]}"
-
-
-def readiness(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return int(response.status), str(json.loads(response.read())["reason"])
-    except urllib.error.HTTPError as exc:
-        return exc.code, str(json.loads(exc.read())["reason"])
-    except OSError:
-        return 0, "not listening"
 
 
 async def private_object(stack: Endpoints) -> str:

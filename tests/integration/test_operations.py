@@ -9,11 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.devstack import free_port
 from tests.stack import Endpoints
-from tests.support import Topics, WorkerProcess, consume, distinct_frames, produce, stage_video, task, wait_for
+from tests.support import (
+    Topics,
+    WorkerProcess,
+    consume,
+    distinct_frames,
+    produce,
+    samples,
+    stage_video,
+    task,
+    wait_for,
+)
 
 
 def http_status(url: str) -> int:
@@ -24,16 +33,6 @@ def http_status(url: str) -> int:
         return exc.code
     except OSError:
         return 0
-
-
-def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_metrics_probes_and_logs_during_a_run(

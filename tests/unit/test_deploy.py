@@ -69,6 +69,8 @@ CONSOLE_PREFIX = "runner-console"
 # Partitions per topic; inference_tasks' count is also the most workers that get work.
 PARTITIONS = {
     "inference_tasks": 6,
+    "inference_tasks.high": 6,
+    "inference_tasks.low": 6,
     "inference_results": 6,
     "inference_tasks.dlq": 3,
     "inference_models": 1,
@@ -358,19 +360,23 @@ def test_keda_scaled_object_scales_the_worker_on_the_task_lag() -> None:
     assert spec["maxReplicaCount"] == TASK_PARTITIONS
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count; a fixed one fights it"
 
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "kafka"
-    metadata = trigger["metadata"]
+    triggers = {trigger["type"]: trigger for trigger in spec["triggers"]}
+    assert set(triggers) == {"kafka", "prometheus"}
+    metadata = triggers["kafka"]["metadata"]
     assert not set(SHARED_SETTINGS.values()) & set(metadata), "kustomization.yaml sets these from the ConfigMap"
     assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata values are strings"
     assert int(metadata["lagThreshold"]) > 0
+    # Lag in seconds, from the workers' own metric, beside the lag in records.
+    seconds = triggers["prometheus"]["metadata"]
+    assert all(isinstance(value, str) for value in seconds.values())
+    assert "inference_consumer_lag_seconds" in seconds["query"] and float(seconds["threshold"]) > 0
 
 
 def test_kustomize_copies_the_shared_settings_into_the_scaled_object() -> None:
     rendered = _built(K8S)
     (config,) = (doc["data"] for doc in rendered if doc["kind"] == "ConfigMap")
     (scaled,) = (doc for doc in rendered if doc["kind"] == "ScaledObject")
-    (trigger,) = scaled["spec"]["triggers"]
+    (trigger,) = (trigger for trigger in scaled["spec"]["triggers"] if trigger["type"] == "kafka")
     for variable, key in SHARED_SETTINGS.items():
         assert trigger["metadata"][key] == config[variable], key
     assert trigger["metadata"]["consumerGroup"] == "inference-group"
@@ -517,7 +523,8 @@ def test_manifest_values_pass_the_settings_validation(monkeypatch: pytest.Monkey
 def test_strimzi_topics_match_the_settings_and_the_autoscaler() -> None:
     config = _config()
     topics = {topic["spec"]["topicName"]: topic for topic in _k8s_all("KafkaTopic")}
-    assert set(topics) == {config[variable] for variable in TOPIC_SETTINGS}
+    levels = {config["KAFKA_TASKS_TOPIC"] + suffix for suffix in (".high", ".low")}
+    assert set(topics) == {config[variable] for variable in TOPIC_SETTINGS} | levels
     for name, topic in topics.items():
         assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
         spec = topic["spec"]
@@ -552,6 +559,8 @@ def test_topics_job_creates_every_topic_idempotently() -> None:
     env = {item["name"]: item["value"] for item in container["env"]}
     created = dict(re.findall(r'--create --if-not-exists --topic "\$(\w+)" --partitions "\$(\w+)"', script))
     assert set(created) == TOPIC_SETTINGS
+    levels = re.findall(r'--create --if-not-exists --topic "\$KAFKA_TASKS_TOPIC(\.\w+)" --partitions "\$(\w+)"', script)
+    assert dict(levels) == {".high": "TASKS_PARTITIONS", ".low": "TASKS_PARTITIONS"}
     compacted = set(re.findall(r'--topic "\$(\w+)" --partitions "\$\w+" --config cleanup.policy=compact', script))
     assert {_config()[variable] for variable in compacted} == COMPACTED
     config = _config()

@@ -61,7 +61,9 @@ class Detector:
         self.seen: list[bytes] = []
         self.targets: list[ModelTarget | None] = []
 
-    async def detect(self, data: bytes, target: ModelTarget | None, describe: dict[str, object]) -> DetectOutput:
+    async def detect(
+        self, data: bytes, target: ModelTarget | None, describe: dict[str, object], priority: int = 1
+    ) -> DetectOutput:
         self.seen.append(data)
         self.targets.append(target)
         if isinstance(self.answer, Exception):
