@@ -23,6 +23,7 @@ RUNNER = "runner"
 # The programs' defaults (inference/config.py, runner/__main__.py).
 TASKS, RESULTS, DLQ = "inference_tasks", "inference_results", "inference_tasks.dlq"
 MODELS = "inference_models"
+STATUS = "video_status"
 WORKER_GROUP = "inference-group"
 COLLECTOR_GROUP = "inference-collector"
 # `runner split` commits each video's tasks in one transaction, id `runner-split-<video_id>`.
@@ -55,6 +56,9 @@ def worker_acls(
     """What a worker replica needs, in both delivery modes."""
     return [
         Acl(user, "Read", "topic", tasks),
+        # The priority levels of the tasks topic (inference/priority.py), in the same group.
+        Acl(user, "Read", "topic", f"{tasks}.high"),
+        Acl(user, "Read", "topic", f"{tasks}.low"),
         # The model registry, read without a group (every replica reads all of it).
         Acl(user, "Read", "topic", models),
         Acl(user, "Read", "group", group),
@@ -71,10 +75,16 @@ def runner_acls(
     groups: Iterable[str] = (COLLECTOR_GROUP,),
     user: str = RUNNER,
     models: str = MODELS,
+    status: str = STATUS,
 ) -> list[Acl]:
-    """What `runner split`, `collect` (as a member of `groups`), `run` and `models` need."""
+    """What `runner split`, `collect` (as a member of `groups`), `run`, `models` and `serve` need."""
     return [
+        # Videos' status: published by whatever assembles a video, read back after a restart.
+        Acl(user, "Read", "topic", status),
+        Acl(user, "Write", "topic", status),
         Acl(user, "Write", "topic", tasks),
+        Acl(user, "Write", "topic", f"{tasks}.high"),
+        Acl(user, "Write", "topic", f"{tasks}.low"),
         Acl(user, "Read", "topic", models),
         Acl(user, "Write", "topic", models),
         Acl(user, "Write", "transactional-id", SPLIT_TRANSACTIONS, prefixed=True),

@@ -56,7 +56,7 @@ class Names:
         """Everything the worker and the runner need for these names."""
         t = self.topics
         return worker_acls(t.tasks, t.results, t.dlq, t.group, models=t.models) + runner_acls(
-            t.tasks, t.results, [self.collector], models=t.models
+            t.tasks, t.results, [self.collector], models=t.models, status=t.status
         )
 
     def without(self, missing: Acl) -> list[Acl]:
@@ -88,9 +88,9 @@ async def create_topics(stack: SecuredStack, topics: list[Topics]) -> None:
     admin = AIOKafkaAdminClient(**stack.kafka_options())
     await admin.start()
     try:
-        partitions = {name: 3 for t in topics for name in (t.tasks, t.results)}
-        await admin.create_topics([NewTopic(name, n, 1) for name, n in partitions.items()] +
-                                  [NewTopic(name, 1, 1) for t in topics for name in (t.dlq, t.models)])  # fmt: skip
+        partitions = {name: 3 for t in topics for name in (t.tasks, t.high, t.low, t.results)}
+        partitions |= {name: 1 for t in topics for name in (t.dlq, t.models, t.status)}
+        await admin.create_topics([NewTopic(name, n, 1) for name, n in partitions.items()])
     finally:
         await admin.close()
 
