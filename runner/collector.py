@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -118,12 +118,15 @@ class Collector:
         kafka: KafkaSettings,
         out_dir: Path,
         group_id: str,
-        on_written: Callable[[Path, Assembly], None] | None = None,
+        on_written: Callable[[Path, Assembly], Awaitable[None]] | None = None,
+        on_progress: Callable[[Assembly], None] | None = None,
     ) -> None:
         self._kafka = kafka
         self._out_dir = out_dir
         self._group_id = group_id
+        # Awaited before the commit point may pass the video: what it publishes survives a crash.
         self._on_written = on_written
+        self._on_progress = on_progress
         self._stopping = asyncio.Event()
         self._buffers: dict[str, _Buffered] = {}
         self._done: dict[str, None] = {}
@@ -165,12 +168,18 @@ class Collector:
                 await failures.failed(exc)
                 continue
             failures.passed()
+            touched: set[str] = set()
             for tp, records in batch.items():
-                self._take(tp, records)
-            self._write_complete()
+                touched |= self._take(tp, records)
+            if self._on_progress is not None:
+                for video_id in touched & self._buffers.keys():
+                    self._on_progress(self._buffers[video_id].assembly)
+            await self._write_complete()
             await self._commit(force=False)
 
-    def _take(self, tp: TopicPartition, records: list[Any]) -> None:
+    def _take(self, tp: TopicPartition, records: list[Any]) -> set[str]:
+        """Buffer the records; returns the videos they added to."""
+        touched = set()
         for record in records:
             result = decode_result(record)
             if result is None or result.video_id in self._done:
@@ -182,10 +191,12 @@ class Collector:
                           total_frames=result.total_frames, partition=tp.partition, offset=record.offset)  # fmt: skip
             buffered.first_offsets.setdefault(tp, record.offset)
             buffered.assembly.add(result)
+            touched.add(result.video_id)
         if records:
             self._consumed[tp] = records[-1].offset + 1
+        return touched
 
-    def _write_complete(self) -> None:
+    async def _write_complete(self) -> None:
         complete = [b.assembly for b in self._buffers.values() if b.assembly.complete]
         for assembly in complete:
             path = self._out_dir / f"{assembly.video_id}.json"
@@ -196,7 +207,7 @@ class Collector:
                       frames=assembly.received, errors=assembly.error_count,
                       duplicates=assembly.duplicate_count)  # fmt: skip
             if self._on_written is not None:
-                self._on_written(path, assembly)
+                await self._on_written(path, assembly)
 
     def _remember_done(self, video_id: str) -> None:
         self._done[video_id] = None

@@ -4,7 +4,9 @@ Results are read without a consumer group (`VideoResults`), from the end of the 
 topic as it was before the tasks were produced: a run never waits on a group join, leaves
 no group behind, never reads the topic's history, and never mixes in the results of an
 earlier run of the same video id. The timeout bounds the wait for results, not the upload;
-without one, `default_timeout_s` of the sampled frames.
+without one, `default_timeout_s` of the sampled frames. With a reporter, the video's status is
+published as it goes (queued, running, then completed or failed) and a complete document is
+uploaded to the results bucket.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from pathlib import Path
 from inference.config import KafkaSettings, S3Settings
 from runner.assembler import Assembly, write_document
 from runner.collector import VideoResults
+from runner.errors import RunnerError
 from runner.progress import ProgressFactory, silent
 from runner.splitter import SplitRequest, check_request, execute_split
+from runner.status import NAMES
+from runner.status_reporter import VideoReporter
 
 # The default wait: time for workers to start (model load, group join), then one second a frame,
 # slower than a single CPU replica serving a large model, so only a stalled pipeline reaches it.
@@ -68,22 +73,39 @@ async def run_video(
     s3: S3Settings,
     timeout_s: float | None = None,
     progress: ProgressFactory = silent,
+    reporter: VideoReporter | None = None,
 ) -> RunOutcome:
     """Split, wait up to `timeout_s` (None: `default_timeout_s`) for every result, write the document
-    (complete or not) to `out`."""
+    (complete or not) to `out`; `reporter` publishes the video's status and uploads a complete document."""
     started = time.perf_counter()
     check_request(request)
     async with VideoResults(kafka, request.video_id, from_end=True) as results:
-        split = await execute_split(request, kafka, s3, progress)
+        if reporter is not None:
+            reporter.accepted(request.video_id, NAMES[request.priority], request.model)
+        try:
+            split = await execute_split(request, kafka, s3, progress)
+        except RunnerError:
+            if reporter is not None:
+                await reporter.failed(results.assembly)
+            raise
         results.assembly.expect_total(split.total_frames)
         if timeout_s is None:
             timeout_s = default_timeout_s(split.total_frames)
         bar = progress("detecting", split.total_frames)
+
+        def on_progress(assembly: Assembly) -> None:
+            bar.update(assembly.received)
+            if reporter is not None:
+                reporter.progressed(assembly)
+
+        on_progress(results.assembly)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
-                    await results.wait_complete(lambda assembly: bar.update(assembly.received))
+                    await results.wait_complete(on_progress)
         finally:
             bar.close()
     write_document(out, results.assembly.document())
+    if reporter is not None:
+        await (reporter.completed if results.assembly.complete else reporter.failed)(results.assembly)
     return RunOutcome(results.assembly, time.perf_counter() - started, timeout_s)

@@ -7,6 +7,10 @@
 5. `python -m runner render`: the annotated video;
 6. print the summary and precision/recall/F1 against the ground truth (IoU >= 0.5);
 7. stop the workers, and the stack if this script started it.
+
+`--video PATH` (`make demo VIDEO=...`) runs steps 1, 2, 4, 5 and 7 on the user's own clip: there is
+no ground truth to score it against. `--serve` (`make serve`) runs steps 1 and 2, then
+`python -m runner serve` (the console on http://127.0.0.1:8000) until Ctrl-C, then step 7.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from runner.ids import video_id_for
 from scripts import devstack
 from scripts.synthetic import load_ground_truth, score_detections, write_demo_video
 
@@ -71,6 +76,16 @@ def run(args: list[str], env: dict[str, str]) -> None:
         raise SystemExit(f"demo: `runner {args[0]}` exited {done.returncode}")
 
 
+def serve(env: dict[str, str]) -> None:
+    """`runner serve` in the foreground; Ctrl-C reaches it (and the workers) from the terminal."""
+    print("console on http://127.0.0.1:8000 (API docs at /docs); Ctrl-C stops everything")  # noqa: T201
+    server = subprocess.Popen([sys.executable, "-m", "runner", "serve"], env=env)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.wait(timeout=60)
+
+
 def score(result_path: Path, truth_path: Path) -> dict[str, float]:
     truth = load_ground_truth(truth_path)
     document = json.loads(result_path.read_text())
@@ -84,20 +99,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=120, help="frames in the demo video (default 120)")
     parser.add_argument("--replicas", type=int, default=REPLICAS, help="worker replicas (default 2)")
+    parser.add_argument("--video", type=Path, help="your own clip instead of the generated one (not scored)")
+    parser.add_argument("--serve", action="store_true", help="run the console on :8000 until Ctrl-C instead")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
-    video, truth = OUT / "demo.mp4", OUT / "demo-truth.json"
-    result, annotated = OUT / "demo.json", OUT / "demo-annotated.mp4"
-    write_demo_video(video, truth, n_frames=args.frames)
-    video_id = f"demo-{int(time.time())}"
+    if args.video is not None and not args.video.is_file():
+        raise SystemExit(f"demo: no video at {args.video}")
+    video, truth = args.video or OUT / "demo.mp4", OUT / "demo-truth.json"
+    result, annotated = OUT / f"{video.stem}.json", OUT / f"{video.stem}-annotated.mp4"
+    if args.video is None and not args.serve:
+        write_demo_video(video, truth, n_frames=args.frames)
+    video_id = f"{video_id_for(video)[:100]}-{int(time.time())}"
     with ExitStack() as stack:
         stack_env = stack.enter_context(local_stack())
         env = {**os.environ, **stack_env, "YOLO_OFFLINE": "1", "LOG_FORMAT": "json"}
         worker_env = {**env, "WORKER_PROCESSES": "1"}
         stack.enter_context(workers(worker_env, args.replicas, OUT))
         print(f"{args.replicas} workers starting; logs in {OUT}/worker-*.log")  # noqa: T201
+        if args.serve:
+            serve(env)
+            return 0
         run(["run", str(video), "--out", str(result), "--video-id", video_id, "--timeout", "600"], env)
         run(["render", str(video), str(result), "--out", str(annotated)], env)
+    if args.video is not None:
+        print(f"results: {result}\nannotated video: {annotated}")  # noqa: T201
+        return 0
     scores = score(result, truth)
     print(  # noqa: T201
         f"accuracy vs ground truth (IoU>=0.5): precision {scores['precision']:.3f} "

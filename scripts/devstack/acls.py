@@ -26,6 +26,8 @@ MODELS = "inference_models"
 STATUS = "video_status"
 WORKER_GROUP = "inference-group"
 COLLECTOR_GROUP = "inference-collector"
+# `runner serve` assembles the videos it accepted in a group of its own.
+SERVE_GROUP = "runner-serve"
 # `runner split` commits each video's tasks in one transaction, id `runner-split-<video_id>`.
 SPLIT_TRANSACTIONS = "runner-split-"
 # Enough for AclCommand's one admin request; the broker takes the large default heap.
@@ -72,7 +74,7 @@ def worker_acls(
 def runner_acls(
     tasks: str = TASKS,
     results: str = RESULTS,
-    groups: Iterable[str] = (COLLECTOR_GROUP,),
+    groups: Iterable[str] = (COLLECTOR_GROUP, SERVE_GROUP),
     user: str = RUNNER,
     models: str = MODELS,
     status: str = STATUS,

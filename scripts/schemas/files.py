@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
 from inference.messages import FrameResult, FrameTask, ModelRecord
+from runner.status import VideoStatus
 from scripts.schemas.video import VideoDocument
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -19,6 +20,7 @@ MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "serialization"]]
     "result.json": (FrameResult, "serialization"),
     "video.json": (VideoDocument, "serialization"),
     "model.json": (ModelRecord, "validation"),
+    "status.json": (VideoStatus, "serialization"),
 }
 
 

@@ -23,7 +23,8 @@ from inference.kafka_errors import KafkaUnreachable
 from runner.run import TIMEOUT_BASE_S, TIMEOUT_PER_FRAME_S
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-ROW = re.compile(r"^\| `python -m (inference|runner)(?: (split|collect|run|render)\b)?")
+# The program, then its sub-command words (lower case: VIDEO, [--help] and `|` end them).
+ROW = re.compile(r"^\| `python -m (inference|runner)((?: [a-z]+)*)")
 OPTION = re.compile(r"--[a-z][a-z-]*")
 
 
@@ -39,7 +40,7 @@ def readme_rows() -> dict[str, str]:
     for line in commands_section().splitlines():
         match = ROW.match(line)
         if match:
-            key = " ".join(part for part in match.groups() if part)
+            key = match.group(1) + match.group(2)
             assert key not in rows, f"two README rows for {key}"
             rows[key] = line
     return rows
@@ -55,7 +56,16 @@ def sub_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def parsers() -> dict[str, argparse.ArgumentParser]:
     runner = runner_cli.build_parser()
     found = {"inference": worker_cli.build_parser(), "runner": runner}
-    found.update({f"runner {name}": sub for name, sub in sub_commands(runner).items()})
+    found.update(_nested("runner", runner))
+    return found
+
+
+def _nested(prefix: str, parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every sub-command under `parser`, keyed by its words; one with sub-commands of its own has no row."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for name, sub in sub_commands(parser).items():
+        deeper = _nested(f"{prefix} {name}", sub)
+        found.update(deeper or {f"{prefix} {name}": sub})
     return found
 
 
