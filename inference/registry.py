@@ -118,7 +118,7 @@ class ModelRegistry:
                         return True  # nothing was ever published
                     await self._next_poll()
                 ends = await consumer.end_offsets(list(consumer.assignment()))
-                while not await _read_to(consumer, ends):
+                while not await caught_up(consumer, ends):
                     await self._next_poll()
         except TimeoutError:
             return False
@@ -186,7 +186,8 @@ class ModelRegistry:
             self._on_change(name, record)
 
 
-async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+async def caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Every partition read up to its offset in `ends`."""
     for tp, end in ends.items():
         if await consumer.position(tp) < end:
             return False

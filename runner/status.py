@@ -29,6 +29,7 @@ from inference.config import KafkaSettings
 from inference.logs import log_event
 from inference.messages import VideoId
 from inference.priority import Priority
+from inference.registry import caught_up
 from inference.retry import FailureStreak, RetryLog
 from runner.errors import KafkaUse, kafka_failure
 
@@ -256,14 +257,6 @@ class StatusBoard:
         except KafkaError:
             self._pending.setdefault(status.video_id, time.monotonic())
             raise
-
-
-async def caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    """Every partition read up to its offset in `ends`."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
 
 
 async def poll_statuses(consumer: AIOKafkaConsumer) -> list[VideoStatus]:

@@ -44,7 +44,7 @@ HOLDOUT_SEED_OFFSET = 1_000_003
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--model", default="yolov8n.yaml", help="model yaml (no pretrained weights), or weights to start from")
+    p.add_argument("--model", default="yolov8n.yaml", help="model yaml (from scratch), or weights to start from")
     p.add_argument("--single-class", action="store_true", help="one class for every shape (a second demo model)")
     p.add_argument("--epochs", type=int, default=26)
     p.add_argument("--close-mosaic", type=int, default=5, help="last epochs without mosaic")

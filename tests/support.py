@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from scripts import devstack
 from tests.stack import Endpoints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +49,14 @@ class Topics:
         )
 
     @property
+    def high(self) -> str:
+        return f"{self.tasks}.high"
+
+    @property
+    def low(self) -> str:
+        return f"{self.tasks}.low"
+
+    @property
     def compacted(self) -> frozenset[str]:
         return frozenset({self.models, self.status})
 
@@ -60,14 +71,16 @@ class Topics:
         }
 
 
-async def create_topics(bootstrap: str, partitions: dict[str, int], compacted: Iterable[str] = ()) -> None:
+async def create_topics(
+    bootstrap: str, partitions: dict[str, int], compacted: Iterable[str] = (), replication: int = 1
+) -> None:
     compact = set(compacted)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
             [
-                NewTopic(name, n, 1, topic_configs={"cleanup.policy": "compact"} if name in compact else {})
+                NewTopic(name, n, replication, topic_configs={"cleanup.policy": "compact"} if name in compact else {})
                 for name, n in partitions.items()
             ]
         )
@@ -245,19 +258,39 @@ def video_tasks(video_id: str, keys: list[str]) -> list[tuple[bytes, bytes]]:
     ]
 
 
-class WorkerProcess:
-    """`python -m inference` as a real subprocess, logs to a file."""
+class _Program:
+    """One of our programs as a real subprocess of this checkout, its output appended to a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inference"],
+            [sys.executable, "-m", *args],
             cwd=REPO_ROOT,
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self._log.close()
+
+
+class WorkerProcess(_Program):
+    """`python -m inference` as a real subprocess, logs to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(["inference"], env, log_path)
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
@@ -280,19 +313,6 @@ class WorkerProcess:
     def wait_started(self, timeout_s: float = 120.0) -> None:
         wait_for(lambda: any(line.get("event") == "worker_started" for line in self.log_lines()), timeout_s,
                  f"worker to start (log: {self.log_path})", alive=self.proc)  # fmt: skip
-
-    def terminate(self, timeout_s: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        self._log.close()
 
 
 def wait_for(
@@ -326,3 +346,50 @@ def run_runner(env: dict[str, str], *args: str, timeout_s: float = 600) -> subpr
         timeout=timeout_s,
         check=False,
     )
+
+
+class ServeProcess(_Program):
+    """`python -m runner serve` as a real subprocess on a free port, logs to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = devstack.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["runner", "serve"], {"API_HOST": "127.0.0.1", "API_PORT": str(self.port), **env}, log_path)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 60.0) -> ServeProcess:
+        wait_for(self.healthy, timeout_s, f"runner serve to answer (log: {self.log_path})", alive=self.proc)
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def readiness(port: int) -> tuple[int, str]:
+    """A replica's /readyz: its status code and reason (0 while nothing listens)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return int(response.status), str(orjson.loads(response.read())["reason"])
+    except urllib.error.HTTPError as exc:
+        return exc.code, str(orjson.loads(exc.read())["reason"])
+    except OSError:
+        return 0, "not listening"
+
+
+def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A replica's /metrics, by sample name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -18,11 +18,11 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message, Receive
 
-from inference.messages import MODEL_REF_PATTERN, VIDEO_ID_PATTERN
+from inference.messages import MODEL_REF_PATTERN, VIDEO_ID_PATTERN, ModelRecord
 from runner.errors import InfrastructureError
 from runner.serve.auth import require_key
 from runner.serve.jobs import API_VIDEO_ID, Jobs, NotReady, UnknownVideo, is_video_file, new_video_id
-from runner.serve.models import RegisteredModel, registered_models
+from runner.serve.models import registered_models
 from runner.serve.settings import ApiSettings
 from runner.status import PriorityName, VideoState, VideoStatus
 
@@ -270,5 +270,5 @@ async def get_annotated(request: Request, video_id: VideoIdParam) -> StreamingRe
 
 
 @router.get("/models", summary="Registered models, by name (the current version of each)")
-async def list_models(request: Request) -> list[RegisteredModel]:
+async def list_models(request: Request) -> list[ModelRecord]:
     return await registered_models(request.app.state.kafka)
