@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 # Finished-but-uncommitted frames a partition may hold, in multiples of the in-flight bound.
 BACKLOG_PER_LIMIT = 20
+# How often a replica looks for priority topics created after its start.
+TOPIC_CHECK_S = 60.0
 
 
 def worker_name() -> str:
@@ -80,6 +82,16 @@ def local_model(settings: Settings) -> ModelInfo:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     model = settings.model
     return ModelInfo(name=model.path.name, conf=model.conf, iou=model.iou, version=LOCAL_VERSION, sha256=digest)
+
+
+async def existing_topics(kafka: KafkaSettings, client_id: str) -> set[str]:
+    """The topics this principal can see, read with a short-lived client before the group is joined."""
+    probe = AIOKafkaConsumer(**kafka.client_options(), client_id=f"{client_id}-topics", group_id=None)
+    try:
+        await probe.start()
+        return set(await probe.topics())
+    finally:
+        await probe.stop()
 
 
 def new_consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
@@ -222,6 +234,7 @@ class Worker:
                 async with asyncio.TaskGroup() as loops:
                     loops.create_task(self._consume(consumer))
                     loops.create_task(self._commit_periodically(checkpoint))
+                    loops.create_task(self._watch_task_topics(consumer))
             except* KafkaAccessDenied as denied:
                 raise denied.exceptions[0] from None
             await self._drain(set(self._tasks))
@@ -254,9 +267,9 @@ class Worker:
             await consumer.stop()  # the stack stops it only once it is pushed below
             raise
         stack.push_async_callback(checkpoint.close)
-        consumer.subscribe(list(self._levels), listener=_Rebalance(self))
         stack.push_async_callback(consumer.stop)
         try:
+            self._subscribe(consumer, await existing_topics(kafka, self._name))
             await consumer.start()
         except KafkaConnectionError as exc:
             raise await unreachable(kafka, exc) from None
@@ -264,6 +277,27 @@ class Worker:
             raise_if_tasks_denied(exc, kafka)
             raise
         return consumer, checkpoint
+
+    def _subscribe(self, consumer: AIOKafkaConsumer, existing: set[str]) -> None:
+        """The tasks topic, and each priority level's topic that exists: aiokafka fails a start on a
+        missing topic, and a deployment without priorities has none."""
+        wanted = {t for t, level in self._levels.items() if level is Priority.NORMAL or t in existing}
+        if wanted != consumer.subscription():
+            consumer.subscribe(sorted(wanted), listener=_Rebalance(self))
+            log_event(logger, logging.INFO, "task_topics", topics=sorted(wanted),
+                      missing=sorted(set(self._levels) - wanted))  # fmt: skip
+
+    async def _watch_task_topics(self, consumer: AIOKafkaConsumer) -> None:
+        """Take up a priority topic created while the replica runs (a new subscription rebalances once)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), TOPIC_CHECK_S)
+            if self._stopping.is_set():
+                return
+            try:
+                self._subscribe(consumer, await consumer.topics())
+            except KafkaError as exc:  # the next check tries again; polling reports a lasting failure
+                log_event(logger, logging.WARNING, "task_topics_unknown", error=repr(exc))
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         """Three outcomes only: records are admitted, a Kafka error is logged and backed off, or we stop."""

@@ -15,6 +15,7 @@ from tests.support import (
     Topics,
     WorkerProcess,
     consume,
+    create_topics,
     produce,
     read_to_end,
     readiness,
@@ -117,3 +118,19 @@ def test_a_burst_of_unreadable_tasks_trips_the_guard_and_a_raised_ratio_goes_on(
              "every bad task in the DLQ")  # fmt: skip
     assert len(asyncio.run(read_to_end(stack.bootstrap_servers, topics.dlq))) == len(bad), "none twice"
     assert again.terminate() == 0
+
+
+def test_a_deployment_without_priority_topics_serves_its_tasks_topic(
+    stack: Endpoints, topics: Topics, start_worker: StartWorker
+) -> None:
+    plain = f"{topics.tasks}-plain"  # no .high, no .low beside it
+    asyncio.run(create_topics(stack.bootstrap_servers, {plain: 2}))
+    key = f"{topics.group}/frame.jpg"
+    asyncio.run(upload(stack, {key: synthetic_jpeg(7)}))
+    worker = start_worker(KAFKA_TASKS_TOPIC=plain)
+    worker.wait_started()
+    asyncio.run(produce(stack.bootstrap_servers, plain, video(topics, "plain", key, 5)))
+    wait_for(lambda: answered(stack, topics, "plain") == 5, 120, "the plain topic's tasks answered", alive=worker.proc)
+    (subscribed,) = [line for line in worker.log_lines() if line.get("event") == "task_topics"]
+    assert subscribed["topics"] == [plain] and subscribed["missing"] == [f"{plain}.high", f"{plain}.low"]
+    assert worker.terminate() == 0
