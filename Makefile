@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 KUSTOMIZE := .cache/bin/kustomize
 export YOLO_OFFLINE := 1
 
-.PHONY: install demo test test-unit test-faults lint format stack-up stack-down stack-status bench clean
+.PHONY: install demo serve chromium test test-unit test-faults soak lint format stack-up stack-down stack-status bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ format: install
 	$(VENV)/bin/ruff check --fix inference runner scripts tests
 	$(VENV)/bin/ruff format inference runner scripts tests
 
-test: lint $(KUSTOMIZE)
+test: lint $(KUSTOMIZE) chromium
 	$(PY) -m pytest
 
 test-unit: install $(KUSTOMIZE)
@@ -32,6 +32,11 @@ test-unit: install $(KUSTOMIZE)
 
 test-faults: install
 	$(PY) -m pytest -m faults
+
+# Not in CI: the pipeline against its own 3-node Kafka cluster for SOAK_MINUTES (30) under faults
+# drawn at random; SOAK_SEED=N replays a run's schedule. The report is appended to docs/reliability.md.
+soak: install
+	$(PY) -m scripts.soak
 
 # The deploy/ tests run `kustomize build`; Go fetches it from its module proxy. Without Go that check skips.
 KUSTOMIZE_VERSION := v5.7.1
@@ -51,8 +56,25 @@ stack-down: install
 stack-status: install
 	scripts/dev-stack status
 
+# `make demo VIDEO=path/to/clip.mp4`: the same flow on your own clip (no ground truth, no score).
 demo: install
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo $(if $(VIDEO),--video "$(VIDEO)")
+
+# The local stack, two workers and the console (`runner serve`) on http://127.0.0.1:8000 until Ctrl-C.
+serve: install
+	$(PY) -m scripts.demo --serve
+
+# The console's browser test drives Debian's chromium (Playwright never downloads a browser here):
+# installed with apt where that works (root, or sudo without a password); CI (CI=true) fails without it.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt=apt-get; \
+		elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then apt="sudo -n apt-get"; fi; \
+		if [ -n "$$apt" ]; then $$apt install -y chromium || { $$apt update && $$apt install -y chromium; }; \
+		elif [ "$$CI" = true ]; then echo "CI needs $(CHROMIUM): apt-get install -y chromium" >&2; exit 1; \
+		else echo "$(CHROMIUM) missing (apt-get install -y chromium): the console's browser test skips" >&2; fi; \
+	fi
 
 clean:
 	scripts/dev-stack down || true

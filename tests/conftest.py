@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Endpoints, SecuredStack, secured_stack, test_stack
+from tests.stack import Cluster, Endpoints, SecuredStack, cluster_stack, secured_stack, test_stack
 from tests.support import MODEL_PATH, Topics, WorkerProcess, create_topics
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -28,20 +28,29 @@ def secure_stack() -> Iterator[SecuredStack]:
         yield secured
 
 
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A third stack, Kafka on three nodes; started only by the tests that ask for it."""
+    with cluster_stack() as nodes:
+        yield nodes
+
+
 @pytest.fixture
 def topics(stack: Endpoints) -> Topics:
     names = Topics.unique()
-    partitions = {names.tasks: 6, names.results: 6, names.dlq: 1, names.models: 1, names.status: 3}
+    partitions = {names.tasks: 6, names.high: 6, names.low: 6, names.results: 6, names.dlq: 1, names.models: 1,
+                  names.status: 3}  # fmt: skip
     asyncio.run(create_topics(stack.bootstrap_servers, partitions, names.compacted))
     return names
 
 
 @pytest.fixture
-def worker_env(stack: Endpoints, topics: Topics) -> dict[str, str]:
+def worker_env(stack: Endpoints, topics: Topics, tmp_path: Path) -> dict[str, str]:
     return {
         **stack.env(),
         **topics.env(),
         "MODEL_PATH": str(MODEL_PATH),
+        "MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
         "WORKER_PROCESSES": "1",
         "WORKER_DRAIN_TIMEOUT_S": "30",
         "YOLO_OFFLINE": "1",

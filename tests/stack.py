@@ -4,7 +4,8 @@
 2. Otherwise containers through testcontainers, when a Docker engine answers.
 3. Otherwise real local processes from scripts/devstack on free ports.
 
-The SASL_SSL tests get a second stack of their own, always local processes (`secured_stack`).
+The SASL_SSL tests get a second stack of their own, always local processes (`secured_stack`), and
+so do the cluster fault tests (`cluster_stack`: three Kafka nodes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts import devstack
+from scripts.devstack import cluster
 
 
 @dataclass(frozen=True)
@@ -202,5 +204,55 @@ def secured_stack() -> Iterator[SecuredStack]:
         info = _up(Path(tmp), devstack.SASL_SSL)
         try:
             yield SecuredStack(info)
+        finally:
+            devstack.down(Path(tmp))
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A local stack whose Kafka is three KRaft nodes (RF 3, min ISR 2); faults act on its state_dir."""
+
+    state_dir: Path
+
+    @property
+    def info(self) -> devstack.StackInfo:
+        info = devstack.read_state(self.state_dir)
+        assert info is not None, f"the cluster in {self.state_dir} is not running"
+        return info
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.info.bootstrap_servers
+
+    def endpoints(self) -> Endpoints:
+        env = self.info.env()
+        return Endpoints(
+            env["KAFKA_BOOTSTRAP_SERVERS"],
+            env["S3_ENDPOINT_URL"],
+            env["S3_ACCESS_KEY_ID"],
+            env["S3_SECRET_ACCESS_KEY"],
+            env["S3_REGION"],
+            "local processes, 3 Kafka nodes",
+            self.state_dir,
+        )
+
+    def wait_topics_known(self, topics: dict[str, int]) -> None:
+        cluster.wait_topics_known(self.info.nodes, topics)
+
+    def wait_in_sync(self, timeout_s: float = 120.0) -> None:
+        cluster.wait_in_sync(self.bootstrap_servers, timeout_s)
+
+
+@contextlib.contextmanager
+def cluster_stack() -> Iterator[Cluster]:
+    """A stack of three Kafka nodes and S3 on free ports in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="test-cluster-") as tmp:
+        try:
+            devstack.up(Path(tmp), devstack.free_port_run(3), devstack.free_port(), brokers=3,
+                        broker_settings=cluster.FAULT_SETTINGS)  # fmt: skip
+        except devstack.StackError as exc:
+            raise RuntimeError(f"could not start the local 3-node test cluster: {exc}") from exc
+        try:
+            yield Cluster(Path(tmp))
         finally:
             devstack.down(Path(tmp))

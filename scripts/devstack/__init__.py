@@ -13,7 +13,7 @@ from scripts.devstack.datadir import data_dir_for, in_memory
 from scripts.devstack.errors import StackError
 from scripts.devstack.kafka import TOPIC_PARTITIONS
 from scripts.devstack.lifecycle import authorizer_log, down, prepare, start_server, status, stop_server, up, wait_ready
-from scripts.devstack.ports import free_port, port_open, wait_until
+from scripts.devstack.ports import free_port, free_port_run, port_open, wait_until
 from scripts.devstack.processes import pid_alive
 from scripts.devstack.s3 import (
     FRAMES_BUCKET,
@@ -49,6 +49,7 @@ __all__ = [
     "default_acls",
     "down",
     "free_port",
+    "free_port_run",
     "grant",
     "in_memory",
     "make_ca",

@@ -25,10 +25,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     commands.add_parser(
         "up",
         help="start Kafka (KAFKA_PORT, default 9092) and S3 (S3_PORT, default 8333), or reuse the running ones; "
-        "DEV_STACK_SECURITY=sasl_ssl secures Kafka (SASL_SSL, SCRAM users admin, worker, runner, ACLs)",
+        "DEV_STACK_SECURITY=sasl_ssl secures Kafka (SASL_SSL, SCRAM users admin, worker, runner, ACLs); "
+        "DEV_STACK_BROKERS=3 starts a cluster of three KRaft nodes on KAFKA_PORT and the next two ports "
+        "(replication factor 3, min.insync.replicas=2)",
     )
     commands.add_parser("down", help="stop both servers and wait until their ports are closed")
-    commands.add_parser("status", help="each server's state and the settings that reach it")
+    commands.add_parser(
+        "status", help="each server's state (each Kafka node's role, in a cluster) and the settings that reach it"
+    )
     env = commands.add_parser(
         "env", help='the settings as `export` lines, for eval "$(scripts/dev-stack env)"; passwords included'
     )
@@ -39,7 +43,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def _up(_: argparse.Namespace) -> int:
     started = time.monotonic()
     mode = os.environ.get("DEV_STACK_SECURITY") or PLAINTEXT
-    up(STATE_DIR, int(os.environ.get("KAFKA_PORT", "9092")), int(os.environ.get("S3_PORT", "8333")), mode)
+    brokers = os.environ.get("DEV_STACK_BROKERS") or "1"
+    if not brokers.isdigit():
+        raise StackError(f"DEV_STACK_BROKERS must be 1 or 3, not {brokers!r}")
+    kafka_port, s3_port = int(os.environ.get("KAFKA_PORT", "9092")), int(os.environ.get("S3_PORT", "8333"))
+    up(STATE_DIR, kafka_port, s3_port, mode, int(brokers))
     print(f"dev stack ready in {time.monotonic() - started:.1f}s")  # noqa: T201
     print(status(STATE_DIR))  # noqa: T201
     return 0

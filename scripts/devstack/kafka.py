@@ -26,6 +26,9 @@ JARS_DIR = STATE_DIR / "kafka-jars"
 POM = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
 TOPIC_PARTITIONS = {
     "inference_tasks": 6,
+    # The priority levels of the tasks topic, consumed by the same group (inference/priority.py).
+    "inference_tasks.high": 6,
+    "inference_tasks.low": 6,
     "inference_results": 6,
     "inference_tasks.dlq": 3,
     "inference_models": 1,
@@ -188,20 +191,34 @@ def start_kafka(state_dir: Path, data: Path, port: int, mode: str = security.PLA
     return spawn(java(jars, *options, "kafka.Kafka", str(config)), kafka_dir / "kafka.log", env)
 
 
-def new_topic(new: Any, name: str, partitions: int) -> Any:
+def new_topic(new: Any, name: str, partitions: int, replication: int = 1) -> Any:
     """aiokafka's NewTopic for one of our topics, compacted where it holds keyed state."""
     configs = {"cleanup.policy": "compact"} if name in COMPACTED_TOPICS else {}
-    return new(name, partitions, 1, topic_configs=configs)
+    return new(name, partitions, replication, topic_configs=configs)
 
 
-async def prepare_kafka(bootstrap: str, options: dict[str, Any] | None = None) -> None:
+def raise_topic_errors(response: Any) -> None:
+    """Raise the first per-topic error of a CreateTopics answer but "it exists already".
+
+    aiokafka returns them without raising; a cluster whose nodes have not all registered yet
+    answers InvalidReplicationFactor, and that must mean "not yet", not "done".
+    """
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+    for topic, code, *_ in response.topic_errors:
+        if code and code != TopicAlreadyExistsError.errno:
+            raise for_code(code)(f"creating topic {topic}")
+
+
+async def prepare_kafka(bootstrap: str, options: dict[str, Any] | None = None, replication: int = 1) -> None:
     """Create the topics, then prove a transactional producer can initialise and commit.
 
     `options`: aiokafka's connection options beyond the bootstrap servers (a secured broker's).
+    `replication`: the topics' replication factor (the number of brokers of a cluster).
     """
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+    from aiokafka.errors import KafkaError
 
     options = options or {}
 
@@ -212,10 +229,9 @@ async def prepare_kafka(bootstrap: str, options: dict[str, Any] | None = None) -
             await admin.start()
             existing = set(await admin.list_topics())
             topics = {**TOPIC_PARTITIONS, PROBE_TOPIC: 1}
-            wanted = [new_topic(NewTopic, t, n) for t, n in topics.items() if t not in existing]
+            wanted = [new_topic(NewTopic, t, n, replication) for t, n in topics.items() if t not in existing]
             if wanted:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(wanted)
+                raise_topic_errors(await admin.create_topics(wanted))
             break
         except KafkaError:
             if time.monotonic() > deadline:

@@ -35,6 +35,17 @@ def free_port() -> int:
         return found
 
 
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports that all bind now (a cluster's nodes listen on a run)."""
+    for _ in range(100):
+        first = free_port()
+        rest = range(first + 1, first + count)
+        if all(port not in _HANDED_OUT and _bindable(port) for port in rest):
+            _HANDED_OUT.update(rest)
+            return first
+    raise StackError(f"no {count} consecutive free ports found")
+
+
 def ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range; 0 where the kernel does not say."""
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,20 @@ from scripts.devstack.security import ADMIN, PLAINTEXT, SASL_SSL, Secrets, clien
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # `scripts/dev-stack`'s state dir; tests and the bench use temporary ones of their own.
 STATE_DIR = REPO_ROOT / ".dev-stack"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One Kafka node of a multi-node stack: a combined KRaft broker and controller."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    pid: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,29 @@ class StackInfo:
     data_dir: str = ""
     # How Kafka's client listener is secured (security.MODES); a state file without it is plaintext.
     security: str = PLAINTEXT
+    # Every node of a multi-node Kafka (scripts/devstack/cluster.py), the first one also in
+    # kafka_port and kafka_pid; empty for the single broker.
+    nodes: tuple[Node, ...] = ()
+
+    @property
+    def kafka_pids(self) -> list[int]:
+        return [n.pid for n in self.nodes] if self.nodes else [self.kafka_pid]
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        return [n.port for n in self.nodes] if self.nodes else [self.kafka_port]
+
+    def node(self, node_id: int) -> Node:
+        found = [n for n in self.nodes if n.node_id == node_id]
+        if not found:
+            raise KeyError(f"no Kafka node {node_id} in this stack (nodes: {[n.node_id for n in self.nodes]})")
+        return found[0]
+
+    def with_node(self, node: Node) -> StackInfo:
+        """This stack with `node` (restarted: a new pid) in place of the node of its id."""
+        nodes = tuple(node if n.node_id == node.node_id else n for n in self.nodes)
+        first = nodes[0]
+        return replace(self, nodes=nodes, kafka_port=first.port, kafka_pid=first.pid)
 
     @property
     def data(self) -> Path:
@@ -35,7 +72,7 @@ class StackInfo:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{port}" for port in self.kafka_ports)
 
     @property
     def s3_endpoint_url(self) -> str:
@@ -75,7 +112,9 @@ def read_state(state_dir: Path) -> StackInfo | None:
     path = _state_file(state_dir)
     if not path.exists():
         return None
-    return StackInfo(**json.loads(path.read_text()))
+    fields = json.loads(path.read_text())
+    nodes = tuple(Node(**node) for node in fields.pop("nodes", []))
+    return StackInfo(**fields, nodes=nodes)
 
 
 def write_state(state_dir: Path, info: StackInfo) -> None:

@@ -1,6 +1,7 @@
 """Marks every test here `faults` (`make test-faults` runs just them) and prints the scenarios' table.
 
-The table: scenario, frames, results, missing, duplicates, wall time.
+The table: scenario, frames, results, missing, duplicates, wall time, and the longest stall where
+measured.
 """
 
 from __future__ import annotations

@@ -103,9 +103,7 @@ class Router:
         self.loads.append(output.load_ms)
 
 
-def handler(
-    store: Store | None = None, detector: Detector | None = None, router: Router | None = None
-) -> FrameHandler:
+def handler(store: Store | None = None, detector: Detector | None = None, router: Router | None = None) -> FrameHandler:
     return FrameHandler(
         store or Store({TASK["s3_key"]: b"jpeg"}),
         detector or Detector(),
