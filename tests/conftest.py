@@ -38,10 +38,16 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def topics(stack: Endpoints) -> Topics:
     names = Topics.unique()
-    partitions = {names.tasks: 6, names.high: 6, names.low: 6, names.results: 6, names.dlq: 1, names.models: 1,
-                  names.status: 3}  # fmt: skip
+    partitions = {names.tasks: 6, names.results: 6, names.dlq: 1, names.models: 1, names.status: 3}
     asyncio.run(create_topics(stack.bootstrap_servers, partitions, names.compacted))
     return names
+
+
+@pytest.fixture
+def priority_topics(stack: Endpoints, topics: Topics) -> Topics:
+    """The tasks topic's .high and .low levels too; a deployment without them serves the tasks topic alone."""
+    asyncio.run(create_topics(stack.bootstrap_servers, {topics.high: 6, topics.low: 6}))
+    return topics
 
 
 @pytest.fixture

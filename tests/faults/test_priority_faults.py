@@ -56,8 +56,9 @@ def answered(stack: Endpoints, topics: Topics) -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
 def test_kill_9_twice_with_tasks_on_the_three_priority_topics(
-    stack: Endpoints, topics: Topics, start_worker: StartWorker, delivery: str
+    stack: Endpoints, priority_topics: Topics, start_worker: StartWorker, delivery: str
 ) -> None:
+    topics = priority_topics
     started = time.monotonic()
     streams = {topics.high: "prio-high", topics.tasks: "prio-normal", topics.low: "prio-low"}
 

@@ -63,8 +63,9 @@ def lag_seconds(port: int) -> dict[str, float]:
 
 
 def test_a_high_priority_video_overtakes_a_low_backlog_that_keeps_moving(
-    stack: Endpoints, topics: Topics, start_worker: StartWorker
+    stack: Endpoints, priority_topics: Topics, start_worker: StartWorker
 ) -> None:
+    topics = priority_topics
     key = f"{topics.group}/frame.jpg"
     asyncio.run(upload(stack, {key: synthetic_jpeg(5)}))
     port = free_port()

@@ -146,16 +146,16 @@ def test_ids_and_file_names_like_paths_stay_inside_their_prefix(
     assert accepted.json()["status_url"] == f"/v1/videos/{video_id}"
     assert api.get("/v1/videos/..").status_code in (404, 422)
 
-    async def keys(bucket: str) -> list[str]:
+    async def keys(bucket: str, prefix: str) -> list[str]:
         async with s3_session(stack).client("s3", endpoint_url=stack.s3_endpoint_url) as s3:
-            listing = await s3.list_objects_v2(Bucket=bucket)
+            listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
             return [o["Key"] for o in listing.get("Contents", [])]
 
-    uploads = [k for k in asyncio.run(keys("results")) if k.startswith("uploads/")]
+    uploads = [k for k in asyncio.run(keys("results", "uploads/")) if k.startswith("uploads/")]
     assert f"uploads/{video_id}" in uploads
     assert all(k.count("/") == 1 and ".." not in k for k in uploads)
     wait_for(lambda: api.get(f"/v1/videos/{video_id}").json()["state"] == "running", 60, "the split")
-    assert sorted(k for k in asyncio.run(keys("frames")) if k.startswith(f"{video_id}/")) == [
+    assert sorted(k for k in asyncio.run(keys("frames", f"{video_id}/")) if k.startswith(f"{video_id}/")) == [
         f"{video_id}/{i:06d}.jpg" for i in range(6)
     ]
 
