@@ -40,8 +40,10 @@ class RawDetection:
     bbox: tuple[float, float, float, float]
 
 
-# A frame with no bytes asks the process to load and warm its model, nothing more (a rollout's warm-up).
-WARM_ONLY = b""
+# A rollout's warm-up: load and warm the model, detect nothing. It crosses the socket as a mark before
+# the model part (a pickle never starts with it), never as frame bytes: an empty object is a bad frame.
+WARM_ONLY = None
+WARM_MARK = b"W"
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def _predict(loaded: _Loaded, image: npt.NDArray[np.uint8]) -> list[RawDetection
     ]
 
 
-def detect(data: bytes, target: ModelTarget | None) -> DetectOutput:
+def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
     """Pool entry point: encoded image bytes in, detections in original pixel coordinates out.
 
     `target` None is the replica's own model; WARM_ONLY bytes load the model and detect nothing.
@@ -160,7 +162,7 @@ def detect(data: bytes, target: ModelTarget | None) -> DetectOutput:
     config = _State.config
     assert config is not None, "init_process has not run in this process"
     loaded, load_ms, evicted = _model_for(target or config.local)
-    if data == WARM_ONLY:
+    if data is WARM_ONLY:
         return DetectOutput(0, 0, (), 0.0, load_ms, evicted)
     started = time.perf_counter()
     image = decode(data, config.max_pixels)
@@ -171,7 +173,7 @@ def detect(data: bytes, target: ModelTarget | None) -> DetectOutput:
 
 
 Init = Callable[[DetectorConfig], None]
-Entry = Callable[[bytes, ModelTarget | None], DetectOutput]
+Entry = Callable[[bytes | None, ModelTarget | None], DetectOutput]
 
 
 def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry) -> None:
@@ -190,9 +192,10 @@ def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry)
     targets: dict[bytes, ModelTarget] = {}
     while (message := read_frame(frames)) is not None:
         model, data = message
+        warm = model.startswith(WARM_MARK)
         try:
-            target = _target(model, targets)
-            reply: tuple[bool, object] = (True, entry(data, target))
+            target = _target(model.removeprefix(WARM_MARK) if warm else model, targets)
+            reply: tuple[bool, object] = (True, entry(WARM_ONLY if warm else data, target))
         except Exception as exc:  # noqa: BLE001 - the frame's caller decides what the error means
             reply = (False, exc)
         send_reply(sock, reply)

@@ -29,7 +29,7 @@ from typing import Any
 
 from inference import detector
 from inference.backends import DetectorConfig, ModelTarget
-from inference.detector import WARM_ONLY, DetectOutput, Entry, Init
+from inference.detector import WARM_MARK, DetectOutput, Entry, Init
 from inference.errors import InferenceFailed, ModelUnavailable
 from inference.framing import ReplyReader, frame_message
 from inference.logs import log_event
@@ -287,7 +287,7 @@ class DetectorPool:
         A process started later loads it on its first frame for it.
         """
         model = _model_part(target)
-        answers = [lane.send(WARM_ONLY, model) for lane in self._lanes if lane.serving]
+        answers = [lane.send(b"", WARM_MARK + model) for lane in self._lanes if lane.serving]
         outcomes = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), self._frame_timeout_s)
         # A process that died meanwhile is started again and loads the model on its first frame for it.
         for outcome in outcomes:

@@ -25,13 +25,13 @@ def init(config: DetectorConfig) -> None:
 LOADED: set[ModelTarget] = set()
 
 
-def detect(data: bytes, target: ModelTarget | None) -> DetectOutput:
+def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
     """Answers with the frame's length and the pid; a target's first frame in this process reports a load."""
     load_ms = 0.0
     if target is not None and target not in LOADED:
         LOADED.add(target)
         load_ms = 1.0
-    if data == WARM_ONLY:
+    if data is WARM_ONLY:
         return DetectOutput(0, os.getpid(), (), 0.0, load_ms=load_ms)
     if data == b"crash":
         os._exit(3)
