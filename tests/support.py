@@ -30,6 +30,8 @@ from tests.stack import Endpoints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_PATH = REPO_ROOT / "weights" / "best.pt"
+# The second demo model: one class, `item`, so its detections differ visibly from best.pt's.
+ITEMS_PATH = REPO_ROOT / "weights" / "items.pt"
 
 
 @dataclass(frozen=True)
@@ -393,3 +395,10 @@ def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def push_model(env: dict[str, str], weights: Path, name: str, *extra: str) -> str:
+    """`runner models push` as a user runs it; the version it printed."""
+    done = run_runner(env, "models", "push", str(weights), "--name", name, *extra, timeout_s=180)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split(":")[0].split("@")[1]

@@ -15,36 +15,35 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.faults.report import record
 from tests.stack import Endpoints
 from tests.support import (
+    ITEMS_PATH,
     MODEL_PATH,
-    REPO_ROOT,
     Topics,
     WorkerProcess,
     committed_total,
     produce,
+    push_model,
     read_to_end,
     result_values,
-    run_runner,
     task,
     upload_video,
     wait_for,
 )
 
 StartWorker = Callable[..., WorkerProcess]
-ITEMS_PATH = REPO_ROOT / "weights" / "items.pt"
 VIDEOS, FRAMES = 6, 30
 # Slow enough that version 2 is pushed while version 1's frames still arrive.
 TASKS_PER_SECOND = 12.0
 
 
-def push(env: dict[str, str], weights: str, name: str) -> None:
+def push(env: dict[str, str], weights: Path, name: str) -> None:
     # --imgsz: the runner then needs no torch to read it from the checkpoint, and pushes in a second.
-    done = run_runner(env, "models", "push", weights, "--name", name, "--imgsz", "320", timeout_s=180)
-    assert done.returncode == 0, done.stderr
+    push_model(env, weights, name, "--imgsz", "320")
 
 
 def tasks_of(
@@ -71,7 +70,7 @@ def test_rollout_mid_stream_then_pins_lose_and_fail_nothing(
     started = time.monotonic()
     name = f"shapes-{uuid.uuid4().hex[:8]}"
     env = {**stack.env(), **topics.env(), "YOLO_OFFLINE": "1", "LOG_LEVEL": "WARNING"}
-    push(env, str(MODEL_PATH), name)
+    push(env, MODEL_PATH, name)
     objects = asyncio.run(_upload(stack, topics))
     workers = [start_worker(KAFKA_DELIVERY="exactly_once") for _ in range(2)]
     for worker in workers:
@@ -83,7 +82,7 @@ def test_rollout_mid_stream_then_pins_lose_and_fail_nothing(
     )
     streaming.start()
     wait_for(lambda: _results(stack, topics) != [], 120, "the first answers of version 1")
-    push(env, str(ITEMS_PATH), name)
+    push(env, ITEMS_PATH, name)
     streaming.join()
     answered_by = {v["worker"] for v in _results(stack, topics)}
     wait_for(lambda: all(rolled_out(w, answered_by, "2") for w in workers), 120, "version 2 on both replicas")

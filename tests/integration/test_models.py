@@ -15,13 +15,14 @@ import orjson
 
 from tests.stack import Endpoints
 from tests.support import (
+    ITEMS_PATH,
     MODEL_PATH,
-    REPO_ROOT,
     Topics,
     WorkerProcess,
     consume,
     distinct_frames,
     produce,
+    push_model,
     result_values,
     run_runner,
     synthetic_jpeg,
@@ -30,18 +31,10 @@ from tests.support import (
 )
 
 StartWorker = Callable[..., WorkerProcess]
-ITEMS_PATH = REPO_ROOT / "weights" / "items.pt"
 
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def push(env: dict[str, str], weights: Path, name: str, *extra: str) -> str:
-    """`runner models push` as a user runs it; the version it printed."""
-    done = run_runner(env, "models", "push", str(weights), "--name", name, *extra, timeout_s=180)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split(":")[0].split("@")[1]
 
 
 def direct(weights: Path, images: dict[str, bytes]) -> dict[str, list[tuple[str, list[float]]]]:
@@ -92,8 +85,8 @@ def test_one_replica_serves_two_registered_models_and_its_own_interleaved(
     tag = uuid.uuid4().hex[:8]
     shapes, items = f"shapes-{tag}", f"items-{tag}"
     env = runner_env(stack, topics)
-    assert push(env, MODEL_PATH, shapes) == "1"
-    assert push(env, ITEMS_PATH, items) == "1"
+    assert push_model(env, MODEL_PATH, shapes) == "1"
+    assert push_model(env, ITEMS_PATH, items) == "1"
     listed = run_runner(env, "models", "list")
     assert listed.returncode == 0, listed.stderr
     assert {(line.split()[0], line.split()[1]) for line in listed.stdout.splitlines()[1:]} >= {
@@ -138,7 +131,7 @@ def test_hostile_registry_records_get_their_outcome_and_other_models_keep_servin
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     good, env = f"good-{tag}", runner_env(stack, topics)
-    push(env, MODEL_PATH, good)
+    push_model(env, MODEL_PATH, good)
     garbage = b"not a checkpoint at all"
     asyncio.run(upload(stack, {f"{tag}/garbage.pt": garbage}, bucket="models"))
     real = f"s3://models/{good}/1/{MODEL_PATH.name}"
