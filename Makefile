@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 KUSTOMIZE := .cache/bin/kustomize
 export YOLO_OFFLINE := 1
 
-.PHONY: install demo serve chromium test test-unit test-faults soak lint format stack-up stack-down stack-status bench clean
+.PHONY: install demo serve chromium test test-unit test-faults soak lint format stack-up stack-down stack-status bench bench-gpu quantize-demo clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ stack-status: install
 demo: install
 	$(PY) -m scripts.demo $(if $(VIDEO),--video "$(VIDEO)")
 
+# The INT8 demo model weights/best_int8_openvino_model and its report, from synthetic frames (no stack needed).
+quantize-demo: install
+	$(PY) -m scripts.quantize_demo
+
 # The local stack, two workers and the console (`runner serve`) on http://127.0.0.1:8000 until Ctrl-C.
 serve: install
 	$(PY) -m scripts.demo --serve
@@ -84,3 +88,7 @@ clean:
 BENCH_ARGS ?= --frames 400
 bench: install
 	$(PY) -m scripts.bench $(BENCH_ARGS)
+
+# On a machine with an NVIDIA GPU: torch FP16 on CUDA, batches of 1, 8 and 32, one replica against two.
+bench-gpu: install
+	$(PY) -m scripts.bench --gpu --frames 2000 --imgsz 640 --json out/bench-gpu.json

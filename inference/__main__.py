@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
         description="Run one replica of the inference worker group until SIGTERM or SIGINT, then drain, "
-        "publish and commit. Configured by environment variables (KAFKA_*, S3_*, MODEL_*, WORKER_*, LOG_*).",
+        "publish and commit. Configured by environment variables (KAFKA_*, S3_*, MODEL_*, WORKER_*, LOG_*). "
+        "`quantize WEIGHTS ...` writes an INT8 model instead (see `quantize --help`).",
         epilog="exit codes: 0 clean shutdown, 1 failed, 2 bad setting or argument, 3 a Kafka ACL is missing",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
@@ -45,7 +46,13 @@ async def _serve(worker: Worker) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["quantize"]:
+        # Imported here: the worker never loads NNCF or the quantization runtimes.
+        from inference.quantize import main as quantize
+
+        return quantize(arguments[1:])
+    build_parser().parse_args(arguments)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -57,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, detector_config(settings), on_ready=lambda: log_event(logger, logging.INFO, "worker_started")
         )
         asyncio.run(_serve(worker))
+    except ConfigError as exc:  # a setting only the model can judge (MODEL_PRECISION, MODEL_BACKEND)
+        log_event(logger, logging.CRITICAL, "worker_failed", error=str(exc))
+        return EXIT_CONFIG
     except (KafkaAccessDenied, KafkaUnreachable) as exc:
         # What the operator must fix, in one line: a traceback would only bury it.
         log_event(logger, logging.CRITICAL, "worker_failed", error=str(exc))

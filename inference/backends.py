@@ -4,8 +4,10 @@ The same YOLO weights run on torch, ONNX Runtime or OpenVINO. `detector_config` 
 at start-up, the device, backend, imgsz and model file into a `DetectorConfig`. `model_file`
 turns the .pt weights into what the chosen backend loads, exporting once into a cache next to
 the weights; `configure_runtime` holds the runtime to the pool's thread budget.
-ultralytics runs the weights and the OpenVINO export (`YOLO(path, task="detect").predict`); the
-ONNX export runs on inference/onnx_model.py, without torch in the pool process.
+ultralytics runs the weights (`YOLO(path, task="detect").predict`); the ONNX and OpenVINO exports
+run on the project's own head (head.py), without torch in the pool process. A MODEL_PATH that is
+already an export (an `.onnx` file, an OpenVINO `*_openvino_model` directory, e.g. the INT8 model
+`python -m inference quantize` writes) is served as it is, on the backend that reads it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from inference.config import ModelSettings, Settings, WorkerSettings, available_cores
+from inference.config import ConfigError, ModelSettings, Settings, WorkerSettings, available_cores
+from inference.openvino_model import Precision
 
 Backend = Literal["torch", "onnx", "openvino"]
+# WORKER_BATCH_SIZE on an accelerator when unset: enough frames to fill it, few enough to add little latency.
+GPU_BATCH_SIZE = 8
 
 # What ultralytics names each export; AutoBackend picks the runtime from the same suffix.
 _SUFFIX: dict[Backend, str] = {"onnx": ".onnx", "openvino": "_openvino_model"}
@@ -62,6 +67,10 @@ class DetectorConfig:
     # Models one pool process keeps loaded (WORKER_MAX_MODELS); the least recently used goes first.
     max_models: int = 4
     label: str = "local"
+    precision: Precision = "f32"
+    # Frames a pool process runs together (WORKER_BATCH_SIZE), waiting at most batch_wait_s for them.
+    batch_size: int = 1
+    batch_wait_s: float = 0.005
 
     @property
     def local(self) -> ModelTarget:
@@ -85,10 +94,22 @@ def detector_config(settings: Settings) -> DetectorConfig:
 def resolve_detector(model: ModelSettings, worker: WorkerSettings) -> DetectorConfig:
     """The concrete device, backend, imgsz and model file; exports the weights, once, when the backend needs it."""
     device = resolve_device(model.device)
-    backend = resolve_backend(model.backend, device)
-    imgsz = model.imgsz or checkpoint_imgsz(model.path)
+    exported = exported_backend(model.path)
+    if exported is None:
+        backend = resolve_backend(model.backend, device)
+        imgsz = model.imgsz or checkpoint_imgsz(model.path)
+        path = model_file(model.path, backend, imgsz)
+    else:
+        if model.backend not in ("auto", exported):
+            raise ConfigError(f"MODEL_BACKEND={model.backend} cannot read MODEL_PATH={model.path}, a {exported} model")
+        backend, path = exported, model.path
+        imgsz = model.imgsz or export_imgsz(path, exported) or 640
+    if model.precision == "bf16":
+        require_bf16(backend)
+    if model.precision == "fp16" and (backend != "torch" or not device.startswith("cuda")):
+        raise ConfigError(f"MODEL_PRECISION=fp16 needs MODEL_BACKEND=torch on a CUDA device, not {backend} on {device}")
     return DetectorConfig(
-        model_path=str(model_file(model.path, backend, imgsz)),
+        model_path=str(path),
         backend=backend,
         device=device,
         imgsz=imgsz,
@@ -98,7 +119,49 @@ def resolve_detector(model: ModelSettings, worker: WorkerSettings) -> DetectorCo
         max_pixels=worker.max_frame_pixels,
         max_models=worker.max_models,
         label=f"{model.path.name}@local",
+        precision=model.precision,
+        batch_size=worker.batch_size or (1 if device == "cpu" else GPU_BATCH_SIZE),
+        batch_wait_s=worker.batch_wait_ms / 1000,
     )
+
+
+def exported_backend(path: Path) -> Backend | None:
+    """The backend an already exported model needs; None for weights (.pt), which any backend runs."""
+    if path.is_dir():
+        return "openvino"
+    return "onnx" if path.suffix == ".onnx" else None
+
+
+def model_digest(path: Path) -> str:
+    """sha256 of a model file's bytes; of an OpenVINO directory, over its files' names and sha256s in name order."""
+    if not path.is_dir():
+        return _file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(f for f in path.rglob("*") if f.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{_file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def export_imgsz(path: Path, backend: Backend) -> int | None:
+    from inference import onnx_model, openvino_model
+
+    return onnx_model.export_imgsz(str(path)) if backend == "onnx" else openvino_model.export_imgsz(path)
+
+
+def require_bf16(backend: Backend) -> None:
+    """bf16 is OpenVINO's, on a CPU with bf16 units; anywhere else it would silently compute in f32."""
+    if backend != "openvino":
+        raise ConfigError(f"MODEL_PRECISION=bf16 needs MODEL_BACKEND=openvino, not {backend}")
+    _require(backend)
+    from inference.openvino_model import has_bf16
+
+    if not has_bf16():
+        raise ConfigError("MODEL_PRECISION=bf16 needs a CPU with bf16 units (AVX512-BF16 or AMX); this one has none")
 
 
 def prepare_target(weights: str, backend: Backend, imgsz: int | None, label: str) -> ModelTarget:
@@ -209,7 +272,7 @@ def _export(weights: Path, backend: Backend, imgsz: int, target: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def configure_runtime(backend: Backend, threads: int) -> None:
+def configure_runtime(backend: Backend, threads: int, precision: Precision = "f32") -> None:
     """Hold torch and the backend's runtime to `threads` threads in this process; call before loading."""
     import torch
     import ultralytics.utils.torch_utils as torch_utils
@@ -220,7 +283,7 @@ def configure_runtime(backend: Backend, threads: int) -> None:
     if backend == "onnx":
         _configure_onnxruntime(threads)
     elif backend == "openvino":
-        _configure_openvino(threads)
+        _configure_openvino(threads, precision)
 
 
 def _configure_onnxruntime(threads: int) -> None:
@@ -234,17 +297,20 @@ def _configure_onnxruntime(threads: int) -> None:
     AutoBackend._BACKEND_MAP["onnx"] = functools.partial(ONNXBackend, session_options=session_options(threads))
 
 
-def _configure_openvino(threads: int) -> None:
+def _configure_openvino(threads: int, precision: Precision) -> None:
+    """For exports that inference/openvino_model.py does not read, which ultralytics then runs."""
     import openvino
 
+    from inference.openvino_model import properties
+
     # ultralytics compiles with a Core of its own and no thread setting, so every Core made in this
-    # process gets the limit. f32: on CPUs with bf16 units (AVX512-BF16, AMX) OpenVINO otherwise
-    # computes in bf16, and its confidences would differ from torch's on those hosts alone.
-    properties = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    # process gets the limit. f32 unless bf16 is asked for: on CPUs with bf16 units (AVX512-BF16,
+    # AMX) OpenVINO otherwise computes in bf16, and its confidences would differ on those hosts alone.
+    settings = properties(threads, precision)
 
     class Core(openvino.Core):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.set_property("CPU", properties)
+            self.set_property("CPU", settings)
 
     openvino.Core = Core

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
+from inference.committed import committed_offsets
 from inference.config import KafkaSettings
 from inference.kafka_errors import is_denial
 from inference.logs import log_event, partition_names
@@ -39,10 +40,22 @@ logger = logging.getLogger(__name__)
 # unanswered requests without end, and one stuck step would hold back every answer of the replica.
 STEP_TIMEOUT_S = 5.0
 # How a step fails: aiokafka raises AssertionError of its own for some (a bootstrap from a metadata
-# answer that lists no broker, a transaction begun on a producer in its fatal state).
-STEP_ERRORS = (KafkaError, TimeoutError, AssertionError)
+# answer that lists no broker, a transaction begun on a producer in its fatal state), and a plain
+# IllegalOperation for a send on a producer whose sender task died between two awaits.
+STEP_ERRORS = (KafkaError, TimeoutError, AssertionError, IllegalOperation)
+# How long a partition stays fenced while this member still holds it before the member asks the
+# group for a rebalance: the fencer may have died before rejoining, and then none would come.
+FENCED_REJOIN_S = 10.0
 # Builds a partition's transactional producer from its options; tests pass a fake.
 ProducerFactory = Callable[..., AIOKafkaProducer]
+
+
+class AssignmentIncomplete(Exception):
+    """A newly assigned partition could not be set up within the assignment listener's budget.
+
+    What was set up is undone and a rejoin is requested: the partitions stay untracked (their
+    records skipped) until the rebalance that follows sets them up afresh.
+    """
 
 
 class Checkpoint(ABC):
@@ -67,10 +80,21 @@ class Checkpoint(ABC):
         finishing its last transaction meanwhile would move the offset past records already in
         hand, and they would be answered twice. Until the set-up is done the partitions are
         untracked and their records skipped; the caller seeks to the returned offsets.
+
+        The set-up is bounded by `listener_budget_s`; past it, AssignmentIncomplete is raised.
         """
         async with self._lock:
-            await self._assigned(partitions)
-            start = await self._starting_offsets(partitions)
+            budget_s = listener_budget_s(self._consumer)
+            try:
+                async with asyncio.timeout(budget_s):
+                    await self._assigned(partitions)
+                    start = await self._starting_offsets(partitions)
+            except TimeoutError:
+                await self._forgotten(partitions)
+                request_rejoin(self._consumer)
+                names = partition_names(partitions)
+                log_event(logger, logging.ERROR, "assignment_incomplete", partitions=names, budget_s=budget_s)
+                raise AssignmentIncomplete(f"{names} not set up within {budget_s:.1f}s: rejoining") from None
             for tp in partitions:
                 self.partitions[tp] = PartitionOffsets(start[tp])
             return start
@@ -108,6 +132,10 @@ class Checkpoint(ABC):
     async def close(self) -> None:
         """Release the producers; the last commit happened before."""
 
+    def outage(self) -> str | None:
+        """Why answers cannot be published at all, for the probes; None while they can."""
+        return None
+
     def until_due(self) -> float:
         """Seconds until the next commit cycle."""
         return max(0.0, self._interval_s - (time.monotonic() - self._last_commit))
@@ -140,6 +168,9 @@ class AtLeastOnceCheckpoint(Checkpoint):
 
     async def close(self) -> None:
         await self._publisher.stop()
+
+    def outage(self) -> str | None:
+        return self._publisher.outage()
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         """Nothing per partition: one shared idempotent producer serves them all."""
@@ -191,7 +222,8 @@ class TransactionalCheckpoint(Checkpoint):
         self._settings = settings
         self._producer_factory = producer_factory
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
-        self._fenced: set[TopicPartition] = set()
+        # Fenced partitions, with when they were fenced (or a rejoin was last requested for them).
+        self._fenced: dict[TopicPartition, float] = {}
         # Partitions whose last transaction failed without a clear outcome, with its commit point.
         self._uncertain: dict[TopicPartition, int] = {}
 
@@ -204,8 +236,8 @@ class TransactionalCheckpoint(Checkpoint):
 
     async def _forgotten(self, partitions: set[TopicPartition]) -> None:
         await asyncio.gather(*(self._stop_producer(tp) for tp in partitions))
-        self._fenced -= partitions
         for tp in partitions:
+            self._fenced.pop(tp, None)
             self._uncertain.pop(tp, None)
 
     async def close(self) -> None:
@@ -217,6 +249,7 @@ class TransactionalCheckpoint(Checkpoint):
         offsets.finish(offset, record)
 
     async def _commit(self, only: set[TopicPartition] | None) -> dict[TopicPartition, int]:
+        self._rejoin_if_still_fenced()
         broken = [tp for tp in self.partitions if tp not in self._producers and tp not in self._fenced]
         await asyncio.gather(*(self._recover(tp) for tp in broken if only is None or tp in only))
         points = {tp: p for tp, p in self._ready(only).items() if tp in self._producers and tp not in self._fenced}
@@ -233,7 +266,8 @@ class TransactionalCheckpoint(Checkpoint):
         A failed transaction, or one not done within STEP_TIMEOUT_S, keeps the answers; the
         producer is restarted (which aborts the open transaction) and the next cycle tries
         again. A fenced producer means another member owns the partition now: nothing more is
-        committed for it until it is revoked (aiokafka would not even begin a transaction on it).
+        committed for it until it is revoked (aiokafka would not even begin a transaction on it),
+        and a rejoin is requested should no rebalance revoke it within FENCED_REJOIN_S.
         """
         producer = self._producers[tp]
         offsets = self.partitions[tp]
@@ -241,7 +275,7 @@ class TransactionalCheckpoint(Checkpoint):
             async with asyncio.timeout(STEP_TIMEOUT_S):
                 await self._transact(producer, tp, point, offsets)
         except ProducerFenced:
-            self._fenced.add(tp)
+            self._fenced[tp] = time.monotonic()
             self._metrics.transactions.labels(outcome="aborted").inc()
             log_event(logger, logging.WARNING, "producer_fenced", topic=tp.topic, partition=tp.partition)
             return False
@@ -292,7 +326,8 @@ class TransactionalCheckpoint(Checkpoint):
         if point is None:
             return
         try:
-            committed = await asyncio.wait_for(self._consumer.committed(tp), STEP_TIMEOUT_S)
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                committed = (await committed_offsets(self._consumer, [tp]))[tp]
         except STEP_ERRORS as exc:
             if is_denial(exc):
                 raise
@@ -307,9 +342,25 @@ class TransactionalCheckpoint(Checkpoint):
             log_event(logger, logging.INFO, "transaction_outcome_committed", topic=tp.topic,
                       partition=tp.partition, offset=point)  # fmt: skip
             return
-        self._fenced.add(tp)
+        self._fenced[tp] = time.monotonic()
         log_event(logger, logging.WARNING, "partition_taken_over", topic=tp.topic, partition=tp.partition,
                   offset=committed, expected=[offsets.committed, point])  # fmt: skip
+
+    def _rejoin_if_still_fenced(self) -> None:
+        """Ask for a rebalance when a partition has stayed fenced for FENCED_REJOIN_S while still held.
+
+        Whoever fenced it (a thawed zombie's recovery) may have died before rejoining; the
+        rebalance assigns the partition afresh, and its owner's producer start fences the rest.
+        """
+        now = time.monotonic()
+        due = [tp for tp, since in self._fenced.items() if now - since >= FENCED_REJOIN_S]
+        if not due:
+            return
+        for tp in due:
+            self._fenced[tp] = now  # asked again only after another grace, should this rebalance not come
+        request_rejoin(self._consumer)
+        log_event(logger, logging.WARNING, "rejoin_requested", reason="producer_fenced",
+                  partitions=partition_names(due))  # fmt: skip
 
     async def _start_producer(self, tp: TopicPartition, attempts: int | None) -> AIOKafkaProducer | None:
         """Start (and so fence any previous owner of) the partition's transactional producer.
@@ -323,8 +374,11 @@ class TransactionalCheckpoint(Checkpoint):
             producer = self._producer_factory(**options)
             try:
                 await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S)
-            except STEP_ERRORS:
-                await _stop(producer, tp)
+            except BaseException:
+                # Also when the assignment's budget cancels the start: a producer left behind
+                # would keep its connections and sender task.
+                with contextlib.suppress(Exception):
+                    await _stop(producer, tp)
                 raise
             return producer
 
@@ -383,10 +437,33 @@ def _step_failed(exc: BaseException) -> bool:
     return isinstance(exc, STEP_ERRORS) and not is_denial(exc)
 
 
+def listener_budget_s(consumer: AIOKafkaConsumer) -> float:
+    """How long the assignment listener's set-up may take.
+
+    aiokafka stops heartbeating at the JoinGroup and starts again only once the assignment
+    listener has returned, so past the session timeout (less one heartbeat interval, for the
+    first heartbeat after) the coordinator would evict the member mid set-up.
+    """
+    session_s = getattr(consumer, "_session_timeout_ms", 10_000) / 1000
+    heartbeat_s = getattr(consumer, "_heartbeat_interval_ms", 3_000) / 1000
+    return max(STEP_TIMEOUT_S, session_s - heartbeat_s)
+
+
+def request_rejoin(consumer: AIOKafkaConsumer) -> None:
+    """Have the consumer rejoin its group (a rebalance) at its coordinator task's next turn.
+
+    aiokafka has no public call for it; this is the one its own metadata changes use.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.request_rejoin()
+
+
 async def _committed_or_start(
     consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
-    committed = dict(zip(partitions, await asyncio.gather(*map(consumer.committed, partitions)), strict=True))
+    """The committed offset of each partition, its log start where none is; raises where it cannot tell."""
+    committed = await committed_offsets(consumer, partitions)
     never = [tp for tp, offset in committed.items() if offset is None]
     log_start = await consumer.beginning_offsets(never) if never else {}
     return {tp: log_start[tp] if offset is None else offset for tp, offset in committed.items()}

@@ -52,6 +52,10 @@ class KafkaSettings(BaseSettings):
     # exactly_once: how often each partition's finished prefix is committed in a transaction; the
     # results become visible to read_committed consumers only then (100 ms: Kafka Streams' value).
     transaction_interval_ms: int = Field(100, ge=10, le=60_000)
+    # How long the group waits for a member to rejoin after a rebalance began: above the member's
+    # revocation (drain, then last commit), or a slow member is evicted mid-drain. None: derived
+    # from WORKER_DRAIN_TIMEOUT_S (`rebalance_timeout_ms` below).
+    rebalance_timeout_ms: int | None = Field(None, ge=1000, le=3_600_000)
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by every aiokafka client of the project."""
@@ -146,20 +150,29 @@ class ModelSettings(BaseSettings):
     # None: the imgsz the weights were trained at, read from the checkpoint.
     imgsz: int | None = Field(None, ge=32, le=4096)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-    # auto: ONNX Runtime on the CPU, where it is the fastest backend, torch on a GPU.
+    # auto: ONNX Runtime on the CPU, where it is the fastest backend, torch on a GPU; an exported
+    # MODEL_PATH (.onnx, *_openvino_model) picks the backend that reads it.
     backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    # bf16: OpenVINO computes in bfloat16 on CPUs with bf16 units (AVX512-BF16, AMX); fp16: torch
+    # computes in half precision on a CUDA GPU.
+    precision: Literal["f32", "bf16", "fp16"] = "f32"
     # Registry models are downloaded here, verified by sha256, and exported beside their weights.
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "inference" / "models")
 
     @field_validator("path")
     @classmethod
     def _exists(cls, value: Path) -> Path:
-        if value.is_file():
+        if _model_at(value):
             return value
-        if not value.is_absolute() and (PROJECT_ROOT / value).is_file():
+        if not value.is_absolute() and _model_at(PROJECT_ROOT / value):
             return PROJECT_ROOT / value
         elsewhere = "" if value.is_absolute() else f" (nor at {PROJECT_ROOT / value})"
         raise ValueError(f"no model weights at {value}{elsewhere}")
+
+
+def _model_at(path: Path) -> bool:
+    """Weights or an ONNX file, or an OpenVINO export: a directory holding its .xml."""
+    return path.is_file() or (path.is_dir() and any(path.glob("*.xml")))
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -196,6 +209,10 @@ class WorkerSettings(BaseSettings):
     # Stop taking work when more than this share of the last `dlq_window` tasks went to the DLQ.
     dlq_max_ratio: float = Field(0.5, gt=0.0, le=1.0)
     dlq_window: int = Field(200, ge=1, le=1_000_000)
+    # Frames a pool process runs as one batch, waiting at most batch_wait_ms for the batch to fill.
+    # None: 1 on a CPU, where a batch is no faster than its frames one by one, 8 on an accelerator.
+    batch_size: int | None = Field(None, ge=1, le=256)
+    batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
     max_frame_bytes: int = Field(
         20 * 1024 * 1024, ge=1, validation_alias=AliasChoices("MAX_FRAME_BYTES", "WORKER_MAX_FRAME_BYTES")
     )
@@ -210,7 +227,7 @@ class WorkerSettings(BaseSettings):
     def in_flight_limit(self) -> int:
         # A frame spends several times its detection in flight (fetch, queue, publish until acked):
         # 16 per process keep the pool busy where fewer leave it idle (docs/performance.md).
-        return self.max_in_flight or 16 * self.processes
+        return self.max_in_flight or max(16, 4 * (self.batch_size or 1)) * self.processes
 
 
 class LogSettings(BaseSettings):
@@ -218,6 +235,32 @@ class LogSettings(BaseSettings):
 
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+# A revocation's last commit after its drain: four Kafka steps of commit.STEP_TIMEOUT_S at most
+# (a recovery's producer start and committed read, the transaction, the producer's stop).
+REVOCATION_COMMIT_S = 20.0
+# Room above the revocation for the JoinGroup round trip and a busy event loop.
+REBALANCE_MARGIN_S = 10.0
+
+
+def rebalance_timeout_ms(kafka: KafkaSettings, worker: WorkerSettings) -> int:
+    """The consumer's rebalance timeout: KAFKA_REBALANCE_TIMEOUT_MS, or the revocation's bound plus a margin.
+
+    aiokafka's default is the session timeout (10 s), and revocation drains for up to
+    WORKER_DRAIN_TIMEOUT_S before it commits: a shorter timeout evicts a member mid-drain, its
+    last commit fails, and its frames are answered twice.
+    """
+    revocation_s = worker.drain_timeout_s + REVOCATION_COMMIT_S
+    if kafka.rebalance_timeout_ms is None:
+        return math.ceil((revocation_s + REBALANCE_MARGIN_S) * 1000)
+    if kafka.rebalance_timeout_ms <= revocation_s * 1000:
+        raise ConfigError(
+            f"invalid setting KAFKA_REBALANCE_TIMEOUT_MS: {kafka.rebalance_timeout_ms} ms does not cover a "
+            f"revocation, WORKER_DRAIN_TIMEOUT_S ({worker.drain_timeout_s:g} s) plus its last commit "
+            f"({REVOCATION_COMMIT_S:g} s); set it above {revocation_s * 1000:.0f} or lower the drain timeout"
+        )
+    return kafka.rebalance_timeout_ms
 
 
 class Settings:
@@ -236,6 +279,8 @@ class Settings:
         self.model = model
         self.worker = worker
         self.log = log or LogSettings()
+        # Checked here: the relation spans two concerns, so no single class can validate it.
+        self.rebalance_timeout_ms = rebalance_timeout_ms(kafka, worker)
 
 
 T = TypeVar("T", bound=BaseSettings)

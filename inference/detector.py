@@ -4,7 +4,8 @@ A pool process runs `serve`: `init_process` loads the replica's own model and wa
 `detect` answers each frame read from the replica's socket (framing.py) on the model the frame
 names, loading it on first use and keeping at most `max_models` (least recently used out). It
 takes encoded image bytes and returns plain Python data, so no numpy array crosses the process
-boundary.
+boundary. With WORKER_BATCH_SIZE over 1, `detect_batch` runs the frames waiting in the socket
+together, one model call per model and frame shape, with the detections each would have alone.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ import socket
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from inference import onnx_model
+from inference import onnx_model, openvino_model
 from inference.backends import DetectorConfig, ModelTarget, configure_runtime
 from inference.errors import ModelUnavailable
-from inference.framing import read_frame, send_reply
+from inference.framing import FrameReader, Reply, send_reply
+from inference.head import Detections, ExportedModel
 from inference.heap import freeze_startup_heap
 from inference.image import decode
 
@@ -90,12 +92,15 @@ def _warmed(config: DetectorConfig, target: ModelTarget) -> _Loaded:
 
 
 def _load(config: DetectorConfig, target: ModelTarget) -> Any:
-    """An OnnxModel for an ONNX export it reads (no torch in this process); ultralytics' YOLO otherwise."""
+    """The project's own head around an export it reads (no torch in this process); ultralytics' YOLO otherwise."""
+    exported: ExportedModel | None = None
     if config.backend == "onnx":
-        model = onnx_model.load(target.path, target.imgsz, config.threads, config.device)
-        if model is not None:
-            return model
-    configure_runtime(config.backend, config.threads)
+        exported = onnx_model.load(target.path, target.imgsz, config.threads, config.device)
+    elif config.backend == "openvino" and not config.device.startswith("cuda"):
+        exported = openvino_model.load(target.path, target.imgsz, config.threads, config.precision)
+    if exported is not None:
+        return exported
+    configure_runtime(config.backend, config.threads, config.precision)
     from ultralytics import YOLO
 
     return YOLO(target.path, task="detect")
@@ -138,16 +143,39 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _predict(loaded: _Loaded, image: npt.NDArray[np.uint8]) -> list[RawDetection]:
+    return _predict_batch(loaded, [image])[0]
+
+
+def _predict_batch(loaded: _Loaded, images: Sequence[npt.NDArray[np.uint8]]) -> list[list[RawDetection]]:
     config, model = _State.config, loaded.model
     assert config is not None, "init_process has not run in this process"
-    if isinstance(model, onnx_model.OnnxModel):
-        xyxy, classes, scores = model.predict(image, config.conf, config.iou)
-        names = model.names
-    else:
-        result = model.predict(image, conf=config.conf, iou=config.iou, imgsz=loaded.target.imgsz,
-                               device=config.device, verbose=False)[0]  # fmt: skip
-        xyxy, names = result.boxes.xyxy.cpu().tolist(), result.names
-        classes, scores = result.boxes.cls.cpu().tolist(), result.boxes.conf.cpu().tolist()
+    if isinstance(model, ExportedModel):
+        return [_raw(found, model.names) for found in model.predict_batch(images, config.conf, config.iou)]
+    half = 16 if config.precision == "fp16" else None
+    # ultralytics pads a batch of mixed shapes to squares, which a frame alone is not: one shape per call.
+    answers: dict[int, list[RawDetection]] = {}
+    for indices in _by_shape(images):
+        batch = [images[i] for i in indices]
+        results = model.predict(batch, conf=config.conf, iou=config.iou, imgsz=loaded.target.imgsz,
+                                device=config.device, quantize=half, verbose=False)  # fmt: skip
+        for index, result in zip(indices, results, strict=True):
+            boxes = result.boxes
+            found = (boxes.xyxy.cpu().tolist(), boxes.cls.cpu().tolist(), boxes.conf.cpu().tolist())
+            answers[index] = _raw(found, result.names)
+    return [answers[index] for index in range(len(images))]
+
+
+def _by_shape(images: Sequence[npt.NDArray[np.uint8]]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.shape, []).append(index)
+    return list(groups.values())
+
+
+def _raw(
+    found: Detections | tuple[list[list[float]], list[float], list[float]], names: dict[int, str]
+) -> list[RawDetection]:
+    xyxy, classes, scores = found
     return [
         RawDetection(int(c), str(names[int(c)]), float(s), (b[0], b[1], b[2], b[3]))
         for b, c, s in zip(xyxy, classes, scores, strict=True)
@@ -172,12 +200,65 @@ def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
     return DetectOutput(int(width), int(height), tuple(detections), elapsed_ms, load_ms, evicted)
 
 
+def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> list[Reply]:
+    """Pool entry point for a batch: `detect`'s answer for each frame, as `(ok, value)` in order.
+
+    The frames of one model run together; a frame that does not decode fails alone.
+    """
+    config = _State.config
+    assert config is not None, "init_process has not run in this process"
+    replies: list[Reply | None] = [None] * len(frames)
+    for target, indices in _by_model(frames).items():
+        try:
+            loaded, load_ms, evicted = _model_for(target or config.local)
+        except Exception as exc:  # noqa: BLE001 - each frame of the model answers with its failure
+            for index in indices:
+                replies[index] = (False, exc)
+            continue
+        images: dict[int, npt.NDArray[np.uint8]] = {}
+        for index in indices:
+            data = frames[index][0]
+            if data is WARM_ONLY:
+                replies[index] = (True, DetectOutput(0, 0, (), 0.0, load_ms, evicted))
+                continue
+            try:
+                images[index] = decode(data, config.max_pixels)
+            except Exception as exc:  # noqa: BLE001 - a frame that does not decode is that frame's error
+                replies[index] = (False, exc)
+        if images:
+            started = time.perf_counter()
+            found = _predict_batch(loaded, list(images.values()))
+            each_ms = (time.perf_counter() - started) * 1000 / len(images)
+            for index, detections in zip(images, found, strict=True):
+                height, width = images[index].shape[:2]
+                replies[index] = (
+                    True,
+                    DetectOutput(int(width), int(height), tuple(detections), each_ms, load_ms, evicted),
+                )
+                load_ms, evicted = 0.0, ()  # the load is reported once, with the first frame that waited for it
+    return [reply for reply in replies if reply is not None]
+
+
+def _by_model(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> dict[ModelTarget | None, list[int]]:
+    groups: dict[ModelTarget | None, list[int]] = {}
+    for index, (_, target) in enumerate(frames):
+        groups.setdefault(target, []).append(index)
+    return groups
+
+
 Init = Callable[[DetectorConfig], None]
 Entry = Callable[[bytes | None, ModelTarget | None], DetectOutput]
+BatchEntry = Callable[[Sequence[tuple[bytes | None, ModelTarget | None]]], list[Reply]]
 
 
-def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry) -> None:
-    """A pool process: load the model, then answer frames from the socket in order until it closes."""
+def serve(
+    sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry, batch: BatchEntry | None = None
+) -> None:
+    """A pool process: load the model, then answer frames from the socket in order until it closes.
+
+    With a batch size over 1 and a `batch` entry, the frames already waiting (up to the batch
+    size, waiting at most the batch wait for more) are answered by one call of `batch`.
+    """
     # The replica drains on SIGTERM/SIGINT and then closes the lanes: a signal to the whole process
     # group must not kill the frames it is draining. A dying replica takes its lanes along (init).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -188,17 +269,31 @@ def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry)
         send_reply(sock, (False, f"{type(exc).__name__}: {exc}"))
         return
     send_reply(sock, (True, None))
-    frames = sock.makefile("rb")
+    reader = FrameReader(sock)
     targets: dict[bytes, ModelTarget] = {}
-    while (message := read_frame(frames)) is not None:
-        model, data = message
-        warm = model.startswith(WARM_MARK)
-        try:
-            target = _target(model.removeprefix(WARM_MARK) if warm else model, targets)
-            reply: tuple[bool, object] = (True, entry(WARM_ONLY if warm else data, target))
-        except Exception as exc:  # noqa: BLE001 - the frame's caller decides what the error means
-            reply = (False, exc)
-        send_reply(sock, reply)
+    size = config.batch_size if batch is not None else 1
+    while messages := reader.read_batch(size, config.batch_wait_s):
+        frames: list[tuple[bytes | None, ModelTarget | None]] = []
+        replies: dict[int, Reply] = {}
+        for index, (model, data) in enumerate(messages):
+            warm = model.startswith(WARM_MARK)
+            try:
+                frames.append(
+                    (WARM_ONLY if warm else data, _target(model.removeprefix(WARM_MARK) if warm else model, targets))
+                )
+            except Exception as exc:  # noqa: BLE001 - a model part that does not unpickle fails its frame
+                replies[index] = (False, exc)
+                frames.append((WARM_ONLY, None))
+        answers = batch(frames) if batch is not None and size > 1 else [_answer(entry, *frame) for frame in frames]
+        for index, answer in enumerate(answers):
+            send_reply(sock, replies.get(index, answer))
+
+
+def _answer(entry: Entry, data: bytes | None, target: ModelTarget | None) -> Reply:
+    try:
+        return (True, entry(data, target))
+    except Exception as exc:  # noqa: BLE001 - the frame's caller decides what the error means
+        return (False, exc)
 
 
 def _target(model: bytes, seen: dict[bytes, ModelTarget]) -> ModelTarget | None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
+import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 # Each message: its length, then the bytes. A frame's bytes start with the length of its model part.
 HEADER = struct.Struct("<Q")
 MODEL_HEADER = struct.Struct("<I")
+RECEIVE_SIZE = 1 << 20
 Reply = tuple[bool, Any]
 
 
@@ -36,18 +38,55 @@ def send_reply(sock: socket.socket, reply: Reply) -> None:
     sock.sendall(HEADER.pack(len(payload)) + payload)
 
 
-def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
-    """The pool process's side: one frame's model part and bytes; None when the replica closed the socket."""
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(header)
-    message = stream.read(size)
-    if len(message) != size:
-        return None
-    (model_size,) = MODEL_HEADER.unpack_from(message)
-    split = MODEL_HEADER.size + model_size
-    return message[MODEL_HEADER.size : split], message[split:]
+class FrameReader:
+    """The pool process's side: frames (model part, bytes) out of the socket, those already waiting together."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self._closed = False
+
+    def read_batch(self, size: int, wait_s: float) -> list[tuple[bytes, bytes]]:
+        """The next frame, waiting for it, and up to `size` in all that arrive within `wait_s` of it;
+        empty once the replica closed the socket."""
+        first = self._next(None)
+        if first is None:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + wait_s
+        while len(batch) < size and (message := self._next(max(0.0, deadline - time.monotonic()))) is not None:
+            batch.append(message)
+        return batch
+
+    def _next(self, timeout: float | None) -> tuple[bytes, bytes] | None:
+        """A whole frame, or None when the socket closed or none completed within `timeout` (None: no limit)."""
+        while (message := self._parse()) is None:
+            if self._closed:
+                return None
+            self._sock.settimeout(timeout)
+            try:
+                chunk = self._sock.recv(RECEIVE_SIZE)
+            except (TimeoutError, BlockingIOError):
+                return None
+            finally:
+                self._sock.settimeout(None)  # replies are sent blocking
+            if not chunk:
+                self._closed = True
+            self._buffer += chunk
+        return message
+
+    def _parse(self) -> tuple[bytes, bytes] | None:
+        if len(self._buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self._buffer)
+        end = HEADER.size + size
+        if len(self._buffer) < end:
+            return None
+        message = bytes(self._buffer[HEADER.size : end])
+        del self._buffer[:end]
+        (model_size,) = MODEL_HEADER.unpack_from(message)
+        split = MODEL_HEADER.size + model_size
+        return message[MODEL_HEADER.size : split], message[split:]
 
 
 class ReplyReader:

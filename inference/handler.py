@@ -20,7 +20,7 @@ from inference.errors import FrameError, InferenceFailed, InvalidTask, ModelUnav
 from inference.logs import log_event
 from inference.messages import Detection, FrameResult, FrameTask, ModelInfo, failed_result, ok_result, parse_task
 from inference.metrics import Metrics
-from inference.publish import Outgoing
+from inference.publish import Outgoing, fit_to_request
 from inference.route import Routed
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class FrameHandler:
         headers = [("error.code", exc.code.encode()), ("error.message", str(exc).encode()[:1000])]
         # aiokafka cannot produce a record with neither key nor value: such a record keeps an empty value.
         value = b"" if record.key is None and record.value is None else record.value
-        return Outgoing(self._destinations.dlq_topic, record.key, value, headers)
+        return fit_to_request(Outgoing(self._destinations.dlq_topic, record.key, value, headers))
 
 
 def _requested(reference: str | None, local: ModelInfo) -> ModelInfo:

@@ -5,7 +5,8 @@ event loop reads and writes itself (framing.py). A frame's bytes go into the soc
 loop, and its answer wakes the loop directly; ProcessPoolExecutor would pass every frame through
 a feeder and a manager thread, and each thread wake-up costs CPU the replica's loop needs. A lane
 holds at most LANE_DEPTH frames, the one it detects and the next one already in its socket, so a
-process never waits for the loop between two frames. Every frame has a hard timeout.
+process never waits for the loop between two frames; with WORKER_BATCH_SIZE over 1, twice the
+batch size, a batch running and the next one filling. Every frame has a hard timeout.
 
 A lane whose process dies (segfault, OOM kill, a hung frame we kill) fails the frames it held
 and is started again on its own; the other lanes go on. Its frames are retried *exclusively*
@@ -29,7 +30,7 @@ from typing import Any
 
 from inference import detector
 from inference.backends import DetectorConfig, ModelTarget
-from inference.detector import WARM_MARK, DetectOutput, Entry, Init
+from inference.detector import WARM_MARK, BatchEntry, DetectOutput, Entry, Init
 from inference.errors import InferenceFailed, ModelUnavailable
 from inference.framing import ReplyReader, frame_message
 from inference.logs import log_event
@@ -157,6 +158,7 @@ class DetectorPool:
         on_restart: Callable[[], None] | None = None,
         init: Init = detector.init_process,
         entry: Entry = detector.detect,
+        batch: BatchEntry | None = detector.detect_batch,
     ) -> None:
         self._config = config
         self._processes = processes
@@ -164,6 +166,8 @@ class DetectorPool:
         self._attempts = attempts
         self._init = init
         self._entry = entry
+        self._batch = batch
+        self._depth = max(LANE_DEPTH, 2 * config.batch_size)
         self._lanes: list[_Lane] = []
         self._keepers: list[asyncio.Task[None]] = []
         # One queue per priority (0 first): a high-priority frame overtakes the queued lower ones.
@@ -208,7 +212,7 @@ class DetectorPool:
         ours, theirs = socket.socketpair()
         # spawn: CUDA cannot be re-initialised in a forked child, and fork copies held locks.
         process = multiprocessing.get_context("spawn").Process(
-            target=detector.serve, args=(theirs, self._config, self._init, self._entry)
+            target=detector.serve, args=(theirs, self._config, self._init, self._entry, self._batch)
         )
         try:
             process.start()
@@ -254,7 +258,7 @@ class DetectorPool:
     def _dispatch(self) -> None:
         """Hand waiting frames to the lanes with room, the least loaded first, the highest priority first."""
         while queue := next((queue for queue in self._waiting if queue), None):
-            room = [lane for lane in self._lanes if lane.serving and len(lane.pending) < LANE_DEPTH]
+            room = [lane for lane in self._lanes if lane.serving and len(lane.pending) < self._depth]
             if not room:
                 return
             data, model, placed = queue.popleft()

@@ -29,7 +29,9 @@ class Backoff:
 
     def pause_s(self, attempt: int) -> float:
         """The pause before attempt + 1 (attempt counts from 1)."""
-        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not crypto
+        # The exponent is capped: past about 1000 attempts (an outage of hours) 2.0**n overflows.
+        growth = 2.0 ** min(attempt - 1, 64)
+        return random.uniform(0, min(self.cap_s, self.base_s * growth))  # noqa: S311 - jitter, not crypto
 
 
 # S3 answers within milliseconds when healthy: start retrying quickly.

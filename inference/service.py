@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -25,8 +24,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from inference.backends import DetectorConfig
-from inference.commit import AtLeastOnceCheckpoint, Checkpoint, TransactionalCheckpoint
+from inference.backends import DetectorConfig, model_digest
+from inference.commit import (
+    STEP_ERRORS,
+    AssignmentIncomplete,
+    AtLeastOnceCheckpoint,
+    Checkpoint,
+    TransactionalCheckpoint,
+    request_rejoin,
+)
 from inference.config import Delivery, KafkaSettings, Settings, WorkerSettings
 from inference.guard import DlqGuard
 from inference.handler import Destinations, FrameHandler
@@ -54,6 +60,9 @@ POLL_TIMEOUT_MS = 100
 BACKLOG_PER_LIMIT = 20
 # How often a replica looks for priority topics created after its start.
 TOPIC_CHECK_S = 60.0
+# aiokafka's request timeout, and what a JoinGroup needs above the rebalance timeout it waits through.
+REQUEST_TIMEOUT_MS = 40_000
+JOIN_ROOM_MS = 5_000
 
 
 def worker_name() -> str:
@@ -78,8 +87,7 @@ async def start_pool(
 
 def local_model(settings: Settings) -> ModelInfo:
     """The replica's own model (MODEL_PATH) as results report it: version "local", its file's checksum."""
-    with settings.model.path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = model_digest(settings.model.path)
     model = settings.model
     return ModelInfo(name=model.path.name, conf=model.conf, iou=model.iou, version=LOCAL_VERSION, sha256=digest)
 
@@ -94,8 +102,14 @@ async def existing_topics(kafka: KafkaSettings, client_id: str) -> set[str]:
         await probe.stop()
 
 
-def new_consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
-    """The tasks consumer: offsets committed by the checkpoint alone, answers of committed tasks only."""
+def new_consumer(kafka: KafkaSettings, client_id: str, rebalance_timeout_ms: int) -> AIOKafkaConsumer:
+    """The tasks consumer: offsets committed by the checkpoint alone, answers of committed tasks only.
+
+    The rebalance timeout covers a revocation's drain and last commit (config.rebalance_timeout_ms).
+    The broker holds every member's JoinGroup until the slowest rejoins, so the request timeout
+    exceeds it, as the Java client does for that request. max_poll_interval_ms stays: aiokafka
+    counts only the time between polls, and the consume loop polls every POLL_TIMEOUT_MS.
+    """
     return AIOKafkaConsumer(
         **kafka.client_options(),
         group_id=kafka.group_id,
@@ -104,6 +118,8 @@ def new_consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_partition_fetch_bytes=1024 * 1024,
+        rebalance_timeout_ms=rebalance_timeout_ms,
+        request_timeout_ms=max(REQUEST_TIMEOUT_MS, rebalance_timeout_ms + JOIN_ROOM_MS),
     )
 
 
@@ -194,7 +210,9 @@ class Worker:
             pool_loaded=lambda: self._pool is not None and self._pool.loaded,
             pool_alive=lambda: self._pool is not None and self._pool.alive(),
             storage_outage=lambda: self._store.outage() if self._store is not None else None,
+            publish_outage=lambda: self._checkpoint.outage() if self._checkpoint is not None else None,
             halted=lambda: self._guard.tripped,
+            rebalance_timeout_s=settings.rebalance_timeout_ms / 1000,
         )
 
     def stop(self) -> None:
@@ -260,7 +278,7 @@ class Worker:
 
     async def _start_consuming(self, stack: contextlib.AsyncExitStack) -> tuple[AIOKafkaConsumer, Checkpoint]:
         kafka = self._settings.kafka
-        consumer = self._consumer = new_consumer(kafka, self._name)
+        consumer = self._consumer = new_consumer(kafka, self._name, self._settings.rebalance_timeout_ms)
         try:
             checkpoint = self._checkpoint = await new_checkpoint(consumer, self.metrics, kafka)
         except BaseException:
@@ -377,22 +395,48 @@ class Worker:
         apply_backpressure(consumer, stop_all, held)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        assert self._consumer is not None
         try:
-            start = await self._require_checkpoint().assign(assigned)
+            await self._set_up(assigned)
+        finally:
+            self.health.rebalance_ended()
+
+    async def _set_up(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        checkpoint = self._require_checkpoint()
+        try:
+            start = await checkpoint.assign(assigned)
         except AUTHORIZATION_ERRORS as exc:
             # Raised here, aiokafka would log the listener's exception and go on.
             self._fatal = checkpoint_denial(exc, self._settings.kafka)
             return
+        except AssignmentIncomplete as exc:
+            # The set-up ran past its bound (a coordinator moving, a broker away); assign() undid it,
+            # logged the partitions and asked for a rejoin. They stay untracked, their records skipped,
+            # until the next rebalance sets them up afresh: safe, as nothing of theirs was taken, and
+            # cheaper than ending the replica, which would rebalance the group too and reload the model.
+            self.health.set_up_failed = str(exc)
+            return
+        except STEP_ERRORS as exc:
+            # Not one assign() retries within its bound: undone and rejoined here the same way, since
+            # aiokafka would log the listener's exception and leave the partitions never set up.
+            log_event(logger, logging.ERROR, "assignment_failed", error=repr(exc), partitions=partition_names(assigned))
+            await checkpoint.forget(assigned)
+            request_rejoin(consumer)
+            self.health.set_up_failed = f"partitions not set up, rejoining: {exc!r}"
+            return
         # No await between the trackers' creation and these seeks: aiokafka drops what it had
         # fetched from its own position, and every record admitted from here on is from ours.
-        for tp in start.keys() & self._consumer.assignment():
-            self._consumer.seek(tp, start[tp])
+        for tp in start.keys() & consumer.assignment():
+            consumer.seek(tp, start[tp])
         self.health.joined = True
+        self.health.set_up_failed = None
         self._apply_backpressure()
         log_event(logger, logging.INFO, "partitions_assigned", partitions=partition_names(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # First in every rebalance: the consume loop's poll now waits until the assignment is set up.
+        self.health.rebalance_started()
         checkpoint = self._require_checkpoint()
         await self._drain(revoked)
         try:

@@ -1,17 +1,19 @@
 """Stand-ins for detector.init_process and detector.detect, for pool tests in real spawned processes.
 
-The frame's bytes say what to do: crash the process, hang, fail, or answer with its length
-and the pid of the process that answered.
+The frame's bytes say what to do: crash the process, hang, take `sleep SECONDS`, fail, or answer
+with its length and the pid of the process that answered.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 from inference.backends import DetectorConfig, ModelTarget
 from inference.detector import WARM_ONLY, DetectOutput
 from inference.errors import InvalidImage
+from inference.framing import Reply
 
 BROKEN_MODEL = "broken"
 
@@ -39,8 +41,22 @@ def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
         time.sleep(3600)
     if data == b"slow":
         time.sleep(0.5)
+    if data.startswith(b"sleep "):
+        time.sleep(float(data.removeprefix(b"sleep ")))
     if data == b"invalid":
         raise InvalidImage("not an image")
     if data == b"bug":
         raise ValueError("a bug in the detector")
     return DetectOutput(width=len(data), height=os.getpid(), detections=(), detect_ms=0.0, load_ms=load_ms)
+
+
+def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> list[Reply]:
+    """`detect` for each frame of a batch; each answer's detect_ms is the size of the batch it came in."""
+    replies: list[Reply] = []
+    for data, target in frames:
+        try:
+            output = detect(data, target)
+            replies.append((True, DetectOutput(output.width, output.height, (), float(len(frames)))))
+        except Exception as exc:  # noqa: BLE001 - the frame's own failure, as the real batch answers it
+            replies.append((False, exc))
+    return replies

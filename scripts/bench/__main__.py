@@ -14,11 +14,18 @@ On one fixed set of generated frames it measures
    pinned to a core of its own (group scaling; the one-replica run again after the two, and
    their mean is the baseline); exactly_once against
    at_least_once, at full and 50% load;
-3. naive baseline: one replica that takes one frame at a time (fetch, detect, publish, commit)
-   with the torch backend and torch's default threads, the style of a first attempt;
+3. baselines: a plain ultralytics loop, one process per core with one torch thread each, on the
+   same frames in memory (scripts/bench/plain.py: what a user would run instead of the pipeline),
+   and a naive replica that takes one frame at a time (fetch, detect, publish, commit) with the
+   torch backend and torch's default threads, the style of a first attempt;
 4. memory drift: resident memory of a replica and its pool over a long run, after warm-up;
 5. with --models alone instead: models as data (scripts/bench/models.py), a registry model
    against the replica's own, and the first frame of a model new to the replica;
+6. with --precision alone instead: FP32, BF16 and INT8 (--int8 PATH) models in the pipeline
+   against a plain ultralytics loop on every core and their bounds, with each one's agreement
+   (scripts/bench/precision.py);
+7. with --gpu alone instead: torch FP16 on CUDA (--device), batches of 1, 8 and 32, the pipeline
+   against its GPU bound, one replica against two on one GPU (scripts/bench/gpu.py);
 and prints frames/s, the ratios, end-to-end latency percentiles (the broker's append times of
 task and result), CPU utilisation, CPU time per frame (worker, pool, local Kafka, local S3, and
 this script's own producer and reader), resident memory per process, how late each
@@ -34,10 +41,14 @@ import sys
 from pathlib import Path
 
 from inference.backends import Backend, checkpoint_imgsz
+from inference.config import available_cores
 from scripts import devstack
+from scripts.bench.gpu import gpu_runs
 from scripts.bench.load import frames
 from scripts.bench.measure import MODEL, model_only, pipeline_run, stack
 from scripts.bench.models import model_runs
+from scripts.bench.plain import plain_loop
+from scripts.bench.precision import precision_runs
 from scripts.bench.readings import Measure
 from scripts.bench.report import bracketing, plot, print_summary, table, worker_efficiency, write_json
 
@@ -49,7 +60,7 @@ PER_FRAME = {"KAFKA_DELIVERY": "at_least_once"}
 
 def backend_runs(
     env: dict[str, str], data: list[bytes], args: argparse.Namespace, backend: Backend, naive: Measure,
-    measures: list[Measure], ratios: dict[str, float],
+    plain: Measure, measures: list[Measure], ratios: dict[str, float],
 ) -> None:  # fmt: skip
     """Per process count: the bound around a full-load run, then 100% and 50% load; then group scaling."""
     for p in args.processes:
@@ -70,6 +81,7 @@ def backend_runs(
         ratios[f"pipeline/bound {backend} P={p}"] = round(full.fps / bound.fps, 3)
         ratios[f"pipeline/bound {backend} P={p}, stack CPU set aside"] = worker_efficiency(full, bound)
         ratios[f"pipeline {backend} P={p}/naive torch"] = round(full.fps / naive.fps, 3)
+        ratios[f"pipeline {backend} P={p}/plain loop"] = round(full.fps / plain.fps, 3)
         # At 100% the queue has no room to drain (a random walk), so only the 50% run has a target.
         ratios[f"p99 at 50% / detect {backend} P={p}"] = round(
             half.latency_ms.get("p99", 0) / (1000 / bound.fps * p), 3
@@ -103,10 +115,12 @@ def delivery_runs(
 def run_all(env: dict[str, str], data: list[bytes], args: argparse.Namespace) -> tuple[list[Measure], dict[str, float]]:
     env = {**env, "MODEL_IMGSZ": str(args.imgsz)}  # every replica, the naive one too
     naive = pipeline_run(env, data, "naive torch R=1", ["-m", "scripts.naive_worker"], 1, {"MODEL_BACKEND": "torch"})
-    measures: list[Measure] = [naive]
+    cores = available_cores()
+    plain = plain_loop(data, cores, MODEL, args.imgsz)
+    measures: list[Measure] = [naive, plain]
     ratios: dict[str, float] = {}
     for backend in args.backends:
-        backend_runs(env, data, args, backend, naive, measures, ratios)
+        backend_runs(env, data, args, backend, naive, plain, measures, ratios)
     best = max(args.processes)
     delivery_runs(env, data, best, measures, ratios)
     if args.drift_frames:
@@ -127,11 +141,19 @@ def main() -> int:
     parser.add_argument("--imgsz", type=int, help="model input size (MODEL_IMGSZ); default: the checkpoint's")
     parser.add_argument("--json", type=Path, default=devstack.REPO_ROOT / "out" / "bench.json")
     parser.add_argument("--models", action="store_true", help="only the models-as-data runs (P = the largest)")
+    parser.add_argument("--precision", action="store_true", help="only the precision runs against the plain loop")
+    parser.add_argument("--int8", type=Path, help="the INT8 model of the precision runs (python -m inference quantize)")
+    parser.add_argument("--gpu", action="store_true", help="only the GPU runs (batch sizes, replicas per GPU)")
+    parser.add_argument("--device", default="cuda:0", help="the GPU runs' device")
     args = parser.parse_args()
     args.imgsz = args.imgsz or checkpoint_imgsz(MODEL)
     with stack() as env:
         if args.models:
             measures, ratios = model_runs(env, frames(args.frames), max(args.processes))
+        elif args.precision:
+            measures, ratios = precision_runs(env, frames(args.frames), args.imgsz, args.int8)
+        elif args.gpu:
+            measures, ratios = gpu_runs(env, frames(args.frames), args.imgsz, args.device)
         else:
             measures, ratios = run_all(env, frames(args.frames), args)
     print_summary(measures, ratios)

@@ -23,6 +23,7 @@ import psutil
 from inference import detector
 from inference.backends import Backend, DetectorConfig, model_file
 from inference.config import available_cores
+from inference.openvino_model import Precision
 from scripts import devstack
 from scripts.bench.load import await_results, produce, stage
 from scripts.bench.readings import LoopLag, Measure, RssSampler, cpu_seconds, percentiles, rss_of, tail
@@ -30,11 +31,17 @@ from scripts.bench.readings import LoopLag, Measure, RssSampler, cpu_seconds, pe
 MODEL = devstack.REPO_ROOT / "weights" / "best.pt"
 
 
-def model_only(data: list[bytes], processes: int, backend: Backend, imgsz: int) -> Measure:
-    """Decode + predict on preloaded bytes in `processes` spawned pool processes: the pipeline's bound."""
+def model_only(
+    data: list[bytes], processes: int, backend: Backend, imgsz: int, path: Path | None = None,
+    precision: Precision = "f32", name: str | None = None,
+) -> Measure:  # fmt: skip
+    """Decode + predict on preloaded bytes in `processes` spawned pool processes: the pipeline's bound.
+
+    `path`: an exported model served as it is (the INT8 one); the demo weights' export otherwise.
+    """
     cores = available_cores()  # as the worker sizes its pool threads
-    config = DetectorConfig(str(model_file(MODEL, backend, imgsz)), backend, "cpu", imgsz, 0.25, 0.45,
-                            max(1, cores // processes), 10**8)  # fmt: skip
+    config = DetectorConfig(str(path or model_file(MODEL, backend, imgsz)), backend, "cpu", imgsz, 0.25, 0.45,
+                            max(1, cores // processes), 10**8, precision=precision)  # fmt: skip
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         processes, mp_context=context, initializer=detector.init_process, initargs=(config,)
@@ -46,7 +53,7 @@ def model_only(data: list[bytes], processes: int, backend: Backend, imgsz: int) 
         list(pool.map(detector.detect, data, local))
         seconds = time.perf_counter() - started
         cpu = psutil.cpu_percent()
-    return Measure(f"model-only {backend} P={processes}", len(data), seconds, cpu_percent=cpu)
+    return Measure(name or f"model-only {backend} P={processes}", len(data), seconds, cpu_percent=cpu)
 
 
 @contextlib.contextmanager
@@ -111,12 +118,12 @@ def pipeline_run(
     }
     run_env = {
         **os.environ,
+        "MODEL_PATH": str(MODEL),  # unless `extra` names another (an exported model)
         **env,
         **extra,
         **topics,
         "KAFKA_GROUP_ID": tag,
         "YOLO_OFFLINE": "1",
-        "MODEL_PATH": str(MODEL),
     }
     log_dir = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
     ports = [devstack.free_port() for _ in range(replicas)]

@@ -16,8 +16,8 @@ from tests import fake_detector
 from tests.support import eventually
 
 
-def config(model_path: str = "unused") -> DetectorConfig:
-    return DetectorConfig(model_path, "onnx", "cpu", 32, 0.25, 0.45, 1, 10**6)
+def config(model_path: str = "unused", batch_size: int = 1) -> DetectorConfig:
+    return DetectorConfig(model_path, "onnx", "cpu", 32, 0.25, 0.45, 1, 10**6, batch_size=batch_size, batch_wait_s=30.0)
 
 
 def pool_of(processes: int, frame_timeout_s: float = 30.0, attempts: int = 2) -> DetectorPool:
@@ -100,6 +100,21 @@ async def test_a_warmed_model_is_loaded_in_every_process_and_again_in_a_replacem
     replaced = two.restarts  # the crashing frame's exclusive retry takes the other process down too
     assert replaced >= 1
     assert sum(1 for o in outputs if o.load_ms > 0) == replaced, "each replacement loads the model on its first frame"
+
+
+async def test_frames_waiting_for_a_process_run_as_one_batch_and_a_bad_one_fails_alone() -> None:
+    pool = DetectorPool(config(batch_size=4), 1, 60.0, 2, init=fake_detector.init, entry=fake_detector.detect,
+                        batch=fake_detector.detect_batch)  # fmt: skip
+    await pool.start()
+    try:
+        # Eight frames at once: the lane holds two batches, and a batch is taken as soon as it is full.
+        frames = [b"f" * (i + 1) for i in range(7)] + [b"invalid"]
+        results = await asyncio.gather(*(pool.detect(frame, None, {}) for frame in frames), return_exceptions=True)
+    finally:
+        await pool.close()
+    assert [r.width for r in results[:7] if isinstance(r, DetectOutput)] == list(range(1, 8))
+    assert [r.detect_ms for r in results[:7] if isinstance(r, DetectOutput)] == [4.0] * 7, "two full batches of 4"
+    assert isinstance(results[7], InvalidImage)
 
 
 async def _true(value: bool) -> bool:

@@ -21,8 +21,19 @@ import pytest
 import torch
 
 from inference import detector
-from inference.backends import Backend, DetectorConfig, cache_path, configure_runtime, model_file, resolve_backend
+from inference.backends import (
+    Backend,
+    DetectorConfig,
+    cache_path,
+    configure_runtime,
+    model_file,
+    require_bf16,
+    resolve_backend,
+    resolve_detector,
+)
+from inference.config import ConfigError, ModelSettings, WorkerSettings
 from inference.onnx_model import OnnxModel
+from inference.openvino_model import OpenVinoModel
 from scripts.synthetic import make_frame
 from tests.support import MODEL_PATH
 
@@ -219,8 +230,9 @@ def test_the_runtime_keeps_to_the_thread_budget(backend: Backend, weights: Path)
     if backend == "onnx":
         threads = model.session.get_session_options().intra_op_num_threads
     else:
-        threads = model.predictor.model.backend.ov_compiled_model.get_property("INFERENCE_NUM_THREADS")
-        assert torch.get_num_threads() == 1
+        threads = model.compiled.get_property("INFERENCE_NUM_THREADS")
+        # Pinned, every pool process would put its thread on the same first core.
+        assert model.compiled.get_property("ENABLE_CPU_PINNING") is False
     assert threads == 1
 
 
@@ -243,8 +255,74 @@ def test_openvino_computes_in_f32(weights: Path) -> None:
     import openvino
 
     model = load(weights, "openvino")
-    precision = model.predictor.model.backend.ov_compiled_model.get_property("INFERENCE_PRECISION_HINT")
-    assert precision == openvino.Type.f32
+    assert isinstance(model, OpenVinoModel), "the project's own head around OpenVINO, not ultralytics' predictor"
+    assert model.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+
+
+@pytest.mark.usefixtures("restore_runtime")
+def test_bf16_is_asked_for_on_openvino_alone(weights: Path) -> None:
+    import openvino
+
+    from inference.openvino_model import has_bf16
+
+    with pytest.raises(ConfigError, match="MODEL_PRECISION=bf16 needs MODEL_BACKEND=openvino"):
+        require_bf16("onnx")
+    if not has_bf16():
+        with pytest.raises(ConfigError, match="MODEL_PRECISION=bf16 needs a CPU with bf16 units"):
+            require_bf16("openvino")
+        return
+    path = str(model_file(weights, "openvino", IMGSZ))
+    config = DetectorConfig(path, "openvino", "cpu", IMGSZ, 0.25, 0.45, 1, 10**8, os.getppid(), precision="bf16")
+    detector.init_process(config)
+    assert loaded().model.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
+
+
+@pytest.mark.usefixtures("restore_runtime")
+def test_openvino_runs_without_ultralytics_and_as_ultralytics_does(weights: Path, frames: list[Image]) -> None:
+    from ultralytics import YOLO
+
+    load(weights, "openvino")
+    configure_runtime("openvino", 1)
+    ultralytics_openvino = YOLO(str(model_file(weights, "openvino", IMGSZ)), task="detect")
+    for index, frame in enumerate(frames):
+        ours, theirs = pool_detect(frame), detect(ultralytics_openvino, frame)
+        assert [d.class_id for d in ours] == [d.class_id for d in theirs], f"frame {index}"
+        for mine, want in zip(ours, theirs, strict=True):
+            assert mine.box == pytest.approx(want.box, abs=1e-3) and mine.confidence == pytest.approx(
+                want.confidence, abs=1e-4
+            )
+
+
+@pytest.mark.parametrize("backend", ["torch", *EXPORTED])
+@pytest.mark.usefixtures("restore_runtime")
+def test_a_batch_detects_what_its_frames_detect_one_by_one(
+    backend: Backend, weights: Path, frames: list[Image]
+) -> None:
+    load(weights, backend)
+    # Two shapes in one batch: 16:9 frames and squares run as separate model calls, in the frames' order.
+    mixed = [frame if index % 3 else np.ascontiguousarray(frame[:, :360]) for index, frame in enumerate(frames[:9])]
+    singles = [pool_detect(frame) for frame in mixed]
+    batched = [
+        [Detection(d.class_id, d.confidence, d.bbox) for d in found]
+        for found in detector._predict_batch(loaded(), mixed)
+    ]
+    assert any(singles), "nothing detected, so agreeing means nothing"
+    for index, (one, many) in enumerate(zip(singles, batched, strict=True)):
+        assert [d.class_id for d in many] == [d.class_id for d in one], f"frame {index}"
+        for got, want in zip(many, one, strict=True):
+            assert got.box == pytest.approx(want.box, abs=1e-2), f"frame {index}"
+            assert got.confidence == pytest.approx(want.confidence, abs=1e-4), f"frame {index}"
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_an_exported_model_path_is_served_as_it_is(backend: Backend, weights: Path) -> None:
+    exported = model_file(weights, backend, IMGSZ)
+    config = resolve_detector(ModelSettings(path=exported), WorkerSettings(processes=1))
+    assert (config.model_path, config.backend, config.imgsz) == (str(exported), backend, IMGSZ)
+    assert config.batch_size == 1, "a CPU runs frames one by one unless told otherwise"
+    other: Backend = "onnx" if backend == "openvino" else "openvino"
+    with pytest.raises(ConfigError, match=f"MODEL_BACKEND={other} cannot read MODEL_PATH"):
+        resolve_detector(ModelSettings(path=exported, backend=other), WorkerSettings(processes=1))
 
 
 def test_read_only_weights_export_to_the_temporary_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,3 +343,19 @@ def test_read_only_weights_export_to_the_temporary_directory(tmp_path: Path, mon
 )
 def test_the_backend_resolves_per_device(backend: str, device: str, resolved: str) -> None:
     assert resolve_backend(backend, device) == resolved
+
+
+@pytest.mark.usefixtures("restore_runtime")
+def test_a_frame_that_does_not_decode_fails_alone_in_its_batch(weights: Path, frames: list[Image]) -> None:
+    import cv2
+
+    from inference.errors import InvalidImage
+
+    load(weights, "onnx")
+    jpeg = cv2.imencode(".jpg", frames[0])[1].tobytes()
+    replies = detector.detect_batch([(jpeg, None), (b"not an image", None), (detector.WARM_ONLY, None), (jpeg, None)])
+    assert [ok for ok, _ in replies] == [True, False, True, True]
+    assert isinstance(replies[1][1], InvalidImage)
+    first, warm, last = replies[0][1], replies[2][1], replies[3][1]
+    assert first.detections and first.detections == last.detections and (first.width, first.height) == (640, 360)
+    assert warm.detections == () and warm.width == 0

@@ -173,6 +173,12 @@ def quick_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """No pause between retries, and a step that hangs gives up at once."""
     monkeypatch.setattr(commit, "KAFKA_BACKOFF", Backoff(base_s=0.0, cap_s=0.0))
     monkeypatch.setattr(commit, "STEP_TIMEOUT_S", 0.25)
+    monkeypatch.setattr(commit, "committed_offsets", read_committed)
+
+
+async def read_committed(consumer: FakeConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """The checkpoint's committed read, answered by the fake consumer one partition at a time."""
+    return {tp: await consumer.committed(tp) for tp in partitions}
 
 
 @pytest.fixture

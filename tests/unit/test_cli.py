@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 import inference.__main__ as worker_cli
+import inference.quantize as quantize_cli
 import runner.__main__ as runner_cli
 from inference.config import LogSettings
 from inference.kafka_errors import KafkaUnreachable
@@ -56,6 +57,7 @@ def sub_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def parsers() -> dict[str, argparse.ArgumentParser]:
     runner = runner_cli.build_parser()
     found = {"inference": worker_cli.build_parser(), "runner": runner}
+    found["inference quantize"] = quantize_cli.build_parser()
     found.update(_nested("runner", runner))
     return found
 

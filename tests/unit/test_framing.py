@@ -7,7 +7,7 @@ import socket
 import threading
 
 from inference.errors import InvalidImage
-from inference.framing import HEADER, ReplyReader, frame_message, read_frame, send_reply
+from inference.framing import HEADER, FrameReader, ReplyReader, frame_message, send_reply
 
 
 def test_frames_written_by_the_replica_are_read_whole_by_the_process() -> None:
@@ -17,12 +17,36 @@ def test_frames_written_by_the_replica_are_read_whole_by_the_process() -> None:
         messages = [(b"a", b""), (big, b"pickled-target")]
         writer = threading.Thread(target=lambda: [ours.sendall(b"".join(frame_message(*m))) for m in messages])
         writer.start()
-        stream = theirs.makefile("rb")
-        assert read_frame(stream) == (b"", b"a")
-        assert read_frame(stream) == (b"pickled-target", big)
+        reader = FrameReader(theirs)
+        assert reader.read_batch(1, 0.0) == [(b"", b"a")]
+        assert reader.read_batch(1, 0.0) == [(b"pickled-target", big)]
         writer.join()
         ours.close()
-        assert read_frame(stream) is None  # the replica closed its end
+        assert reader.read_batch(1, 0.0) == []  # the replica closed its end
+
+
+def test_a_batch_takes_the_frames_already_waiting_and_no_more_than_its_size() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        for index in range(5):
+            ours.sendall(b"".join(frame_message(bytes([index]))))
+        reader = FrameReader(theirs)
+        assert [data for _, data in reader.read_batch(3, 0.0)] == [b"\x00", b"\x01", b"\x02"]
+        assert [data for _, data in reader.read_batch(3, 0.0)] == [b"\x03", b"\x04"], "two waited: no third"
+
+
+def test_a_batch_waits_for_a_frame_that_arrives_within_its_wait() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.sendall(b"".join(frame_message(b"first")))
+        # Half a frame now, the rest from another thread: the reader must join the halves, not drop them.
+        second = b"".join(frame_message(b"second"))
+        ours.sendall(second[:5])
+        writer = threading.Thread(target=ours.sendall, args=(second[5:],))
+        writer.start()
+        batch = FrameReader(theirs).read_batch(2, 30.0)  # returns once the batch is full, long before the wait
+        writer.join()
+        assert [data for _, data in batch] == [b"first", b"second"]
 
 
 def test_replies_arrive_in_order_however_the_bytes_are_split() -> None:

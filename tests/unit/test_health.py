@@ -33,6 +33,18 @@ def test_a_replica_is_ready_only_once_loaded_and_joined_and_until_it_drains() ->
     assert probes.ready().reason == "draining"
 
 
+def test_a_publisher_that_gets_no_ack_makes_the_replica_not_ready_while_it_lasts() -> None:
+    outage: list[str | None] = [None]
+    probes = Health(pool_loaded=lambda: True, pool_alive=lambda: True, publish_outage=lambda: outage[0])
+    probes.joined = True
+    assert probes.ready().ok
+    outage[0] = "no result acknowledged by Kafka for 61s"
+    assert probes.ready().reason == "results not published: no result acknowledged by Kafka for 61s"
+    assert probes.healthy().ok, "a broker outage is not cured by restarting the replica"
+    outage[0] = None
+    assert probes.ready().ok
+
+
 def test_a_dead_pool_fails_liveness_once_it_had_loaded() -> None:
     pool = Pool(loaded=False, alive=False)
     probes = health_of(pool)

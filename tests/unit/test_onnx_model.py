@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.onnx_model import PAD_VALUE, letterbox, nms, readable, scale_to_frame, select
+from inference.head import PAD_VALUE, letterbox, nms, scale_to_frame, select
+from inference.onnx_model import readable
 
 EXPORT_META = {
     "task": "detect",
