@@ -187,23 +187,18 @@ def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
 
     `target` None is the replica's own model; WARM_ONLY bytes load the model and detect nothing.
     """
-    config = _State.config
-    assert config is not None, "init_process has not run in this process"
-    loaded, load_ms, evicted = _model_for(target or config.local)
-    if data is WARM_ONLY:
-        return DetectOutput(0, 0, (), 0.0, load_ms, evicted)
-    started = time.perf_counter()
-    image = decode(data, config.max_pixels)
-    detections = _predict(loaded, image)
-    height, width = image.shape[:2]
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    return DetectOutput(int(width), int(height), tuple(detections), elapsed_ms, load_ms, evicted)
+    ok, value = detect_batch([(data, target)])[0]
+    if not ok:
+        raise value
+    assert isinstance(value, DetectOutput)
+    return value
 
 
 def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> list[Reply]:
     """Pool entry point for a batch: `detect`'s answer for each frame, as `(ok, value)` in order.
 
-    The frames of one model run together; a frame that does not decode fails alone.
+    The frames of one model run together; a frame that does not decode fails alone. detect_ms
+    is the batch's time (decoding included) shared evenly among its frames.
     """
     config = _State.config
     assert config is not None, "init_process has not run in this process"
@@ -216,18 +211,24 @@ def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> l
                 replies[index] = (False, exc)
             continue
         images: dict[int, npt.NDArray[np.uint8]] = {}
+        started = time.perf_counter()  # a frame's detect_ms counts its decoding, as it always has
         for index in indices:
             data = frames[index][0]
             if data is WARM_ONLY:
                 replies[index] = (True, DetectOutput(0, 0, (), 0.0, load_ms, evicted))
+                load_ms, evicted = 0.0, ()
                 continue
             try:
                 images[index] = decode(data, config.max_pixels)
             except Exception as exc:  # noqa: BLE001 - a frame that does not decode is that frame's error
                 replies[index] = (False, exc)
         if images:
-            started = time.perf_counter()
-            found = _predict_batch(loaded, list(images.values()))
+            try:
+                found = _predict_batch(loaded, list(images.values()))
+            except Exception as exc:  # noqa: BLE001 - as `detect` alone would, each frame answers with it
+                for index in images:
+                    replies[index] = (False, exc)
+                continue
             each_ms = (time.perf_counter() - started) * 1000 / len(images)
             for index, detections in zip(images, found, strict=True):
                 height, width = images[index].shape[:2]

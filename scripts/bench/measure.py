@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import multiprocessing
 import os
 import shutil
@@ -33,11 +32,12 @@ MODEL = devstack.REPO_ROOT / "weights" / "best.pt"
 
 def model_only(
     data: list[bytes], processes: int, backend: Backend, imgsz: int, path: Path | None = None,
-    precision: Precision = "f32", name: str | None = None,
+    precision: Precision = "f32", name: str | None = None, batch: int = 1,
 ) -> Measure:  # fmt: skip
     """Decode + predict on preloaded bytes in `processes` spawned pool processes: the pipeline's bound.
 
     `path`: an exported model served as it is (the INT8 one); the demo weights' export otherwise.
+    `batch`: frames per model call, as a pool process runs them with WORKER_BATCH_SIZE.
     """
     cores = available_cores()  # as the worker sizes its pool threads
     config = DetectorConfig(str(path or model_file(MODEL, backend, imgsz)), backend, "cpu", imgsz, 0.25, 0.45,
@@ -46,11 +46,12 @@ def model_only(
     with ProcessPoolExecutor(
         processes, mp_context=context, initializer=detector.init_process, initargs=(config,)
     ) as pool:
-        local = itertools.repeat(None)  # every frame on the replica's own model
-        list(pool.map(detector.detect, data[: processes * 2], local))  # warm every process
+        # Every frame on the replica's own model (None), `batch` frames per call.
+        batches = [[(frame, None) for frame in data[i : i + batch]] for i in range(0, len(data), batch)]
+        list(pool.map(detector.detect_batch, batches[: processes * 2]))  # warm every process
         psutil.cpu_percent()
         started = time.perf_counter()
-        list(pool.map(detector.detect, data, local))
+        list(pool.map(detector.detect_batch, batches))
         seconds = time.perf_counter() - started
         cpu = psutil.cpu_percent()
     return Measure(name or f"model-only {backend} P={processes}", len(data), seconds, cpu_percent=cpu)

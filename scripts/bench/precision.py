@@ -5,12 +5,14 @@ against a plain ultralytics loop on every core (plain.py) and against its own mo
 
 Each model runs one replica with one pool process per core, at full load (every task offered at
 once), at_least_once. The plain loop runs before and after the pipeline runs, and the ratios use
-the mean of the two. Agreement: mAP50 of a model's detections scored against the FP32 ONNX model's
-on the same frames (inference/agreement.py), the figure `python -m inference quantize` reports.
+the mean of the two. Agreement: the figure `python -m inference quantize` reports, on the bench's
+frames: mAP50 of a model's detections (ranked by confidence, down to SCORING_CONF) with the FP32
+ONNX model's at conf 0.25 as the references (inference/agreement.py).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from inference.config import available_cores
 from inference.head import ExportedModel, Image
 from inference.image import decode
 from inference.openvino_model import Precision
+from inference.quantize import SCORING_CONF
 from scripts.bench.measure import MODEL, model_only, pipeline_run
 from scripts.bench.plain import plain_loop
 from scripts.bench.readings import Measure
@@ -36,11 +39,12 @@ class Variant:
     path: Path
     precision: Precision = "f32"
     env: dict[str, str] = field(default_factory=dict)
+    batch: int = 1
 
 
 def variants(imgsz: int, int8: Path | None) -> list[Variant]:
     """FP32 on ONNX Runtime (the default) and OpenVINO, BF16 where the CPU has it, the INT8 model if given
-    (also in batches of 4, against the same single-frame bound)."""
+    (also in batches of 4, its bound too)."""
     found = [
         Variant("onnx f32", "onnx", model_file(MODEL, "onnx", imgsz)),
         Variant("openvino f32", "openvino", model_file(MODEL, "openvino", imgsz)),
@@ -51,7 +55,7 @@ def variants(imgsz: int, int8: Path | None) -> list[Variant]:
         backend: Backend = "onnx" if int8.suffix == ".onnx" else "openvino"
         found.append(Variant("int8", backend, int8))
         # Batches cost fewer wake-ups per frame in the pool process; the CPU default stays 1.
-        found.append(Variant("int8 batch 4", backend, int8, env={"WORKER_BATCH_SIZE": "4"}))
+        found.append(Variant("int8 batch 4", backend, int8, env={"WORKER_BATCH_SIZE": "4"}, batch=4))
     return found
 
 
@@ -64,10 +68,10 @@ def _load(variant: Variant, imgsz: int) -> ExportedModel:
     return model
 
 
-def detections(variant: Variant, images: list[Image], imgsz: int) -> list[list[agreement.Detection]]:
+def detections(variant: Variant, images: list[Image], imgsz: int, conf: float) -> list[list[agreement.Detection]]:
     model = _load(variant, imgsz)
     return [
-        [agreement.Detection(c, b, s) for b, c, s in zip(*model.predict(image, 0.25, 0.45), strict=True)]
+        [agreement.Detection(c, b, s) for b, c, s in zip(*model.predict(image, conf, 0.45), strict=True)]
         for image in images
     ]
 
@@ -79,21 +83,23 @@ def precision_runs(
     env = {**env, "MODEL_IMGSZ": str(imgsz)}
     images = [decode(frame, 10**8) for frame in data]
     chosen = variants(imgsz, int8)
-    reference = detections(chosen[0], images, imgsz)
+    reference = detections(chosen[0], images, imgsz, 0.25)
     plain = plain_loop(data, cores, MODEL, imgsz)
     measures, runs, ratios = [plain], {}, {}
     for variant in chosen:
         extra = {"WORKER_PROCESSES": str(cores), "MODEL_PATH": str(variant.path), "MODEL_BACKEND": variant.backend,
                  **variant.env, **PER_FRAME}  # fmt: skip
         bound_name = f"model-only {variant.name} P={cores}"
-        before = model_only(data, cores, variant.backend, imgsz, variant.path, variant.precision, bound_name)
+        bound = functools.partial(model_only, data, cores, variant.backend, imgsz, variant.path, variant.precision,
+                                  batch=variant.batch)  # fmt: skip
+        before = bound(name=bound_name)
         run = pipeline_run(env, data, f"pipeline {variant.name} R=1 P={cores}", PIPELINE, 1, extra)
-        after = model_only(data, cores, variant.backend, imgsz, variant.path, variant.precision, bound_name + ", again")
+        after = bound(name=bound_name + ", again")
         measures += [before, run, after]
         runs[variant.name] = run
         ratios[f"pipeline/bound {variant.name}"] = round(run.fps / bracketing(before, after).fps, 3)
         ratios[f"agreement {variant.name}"] = round(
-            agreement.map50(detections(variant, images, imgsz), reference).map50, 4
+            agreement.map50(detections(variant, images, imgsz, SCORING_CONF), reference).map50, 4
         )
     plain_again = plain_loop(data, cores, MODEL, imgsz, f"plain loop torch P={cores}, again")
     measures.append(plain_again)
