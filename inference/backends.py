@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from inference.config import ConfigError, ModelSettings, Settings, WorkerSettings, available_cores
-from inference.openvino_model import Precision
+from inference.config import ConfigError, ModelSettings, Precision, Settings, WorkerSettings, available_cores
 
 Backend = Literal["torch", "onnx", "openvino"]
 # WORKER_BATCH_SIZE on an accelerator when unset: enough frames to fill it, few enough to add little latency.

@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
 
+# MODEL_PRECISION: f32 everywhere; bf16 on OpenVINO with a CPU's bf16 units; fp16 on torch with CUDA.
+Precision = Literal["f32", "bf16", "fp16"]
+
+
 class ConfigError(ValueError):
     """A setting is wrong; the message names the environment variable."""
 
@@ -155,7 +159,7 @@ class ModelSettings(BaseSettings):
     backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
     # bf16: OpenVINO computes in bfloat16 on CPUs with bf16 units (AVX512-BF16, AMX); fp16: torch
     # computes in half precision on a CUDA GPU.
-    precision: Literal["f32", "bf16", "fp16"] = "f32"
+    precision: Precision = "f32"
     # Registry models are downloaded here, verified by sha256, and exported beside their weights.
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "inference" / "models")
 

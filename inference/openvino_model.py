@@ -8,15 +8,14 @@ around a compiled model instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
 
+from inference.config import Precision
 from inference.head import ExportedModel, plain_head
-
-Precision = Literal["f32", "bf16", "fp16"]  # what MODEL_PRECISION may be; OpenVINO takes f32 and bf16
 
 
 def metadata(directory: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from inference import detector
 from inference.backends import DetectorConfig
-from inference.openvino_model import Precision
+from inference.config import Precision
 from scripts.bench.measure import MODEL, pipeline_run
 from scripts.bench.readings import Measure
 

@@ -21,8 +21,7 @@ import psutil
 
 from inference import detector
 from inference.backends import Backend, DetectorConfig, model_file
-from inference.config import available_cores
-from inference.openvino_model import Precision
+from inference.config import Precision, available_cores
 from scripts import devstack
 from scripts.bench.load import await_results, produce, stage
 from scripts.bench.readings import LoopLag, Measure, RssSampler, cpu_seconds, percentiles, rss_of, tail

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from inference import agreement, onnx_model, openvino_model
 from inference.backends import Backend, model_file
-from inference.config import available_cores
+from inference.config import Precision, available_cores
 from inference.head import ExportedModel, Image
 from inference.image import decode
-from inference.openvino_model import Precision
 from inference.quantize import SCORING_CONF
 from scripts.bench.measure import MODEL, model_only, pipeline_run
 from scripts.bench.plain import plain_loop
