@@ -29,7 +29,7 @@ from inference import onnx_model, openvino_model
 from inference.backends import DetectorConfig, ModelTarget, configure_runtime
 from inference.errors import ModelUnavailable
 from inference.framing import FrameReader, Reply, send_reply
-from inference.head import Detections, ExportedModel
+from inference.head import Detections, ExportedModel, by_shape
 from inference.heap import freeze_startup_heap
 from inference.image import decode
 
@@ -154,7 +154,7 @@ def _predict_batch(loaded: _Loaded, images: Sequence[npt.NDArray[np.uint8]]) -> 
     half = 16 if config.precision == "fp16" else None
     # ultralytics pads a batch of mixed shapes to squares, which a frame alone is not: one shape per call.
     answers: dict[int, list[RawDetection]] = {}
-    for indices in _by_shape(images):
+    for indices in by_shape(images):
         batch = [images[i] for i in indices]
         results = model.predict(batch, conf=config.conf, iou=config.iou, imgsz=loaded.target.imgsz,
                                 device=config.device, quantize=half, verbose=False)  # fmt: skip
@@ -163,13 +163,6 @@ def _predict_batch(loaded: _Loaded, images: Sequence[npt.NDArray[np.uint8]]) -> 
             found = (boxes.xyxy.cpu().tolist(), boxes.cls.cpu().tolist(), boxes.conf.cpu().tolist())
             answers[index] = _raw(found, result.names)
     return [answers[index] for index in range(len(images))]
-
-
-def _by_shape(images: Sequence[npt.NDArray[np.uint8]]) -> list[list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
-    return list(groups.values())
 
 
 def _raw(

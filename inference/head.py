@@ -60,7 +60,7 @@ class ExportedModel:
         """`predict` for each image, frames of one letterboxed shape run through the runtime together."""
         padded = [letterbox(image, self._imgsz, self._stride) for image in images]
         answers: list[Detections | None] = [None] * len(images)
-        for indices in _same_shape(padded):
+        for indices in by_shape(padded):
             blob = np.stack([padded[i][..., ::-1].transpose(2, 0, 1) for i in indices]).astype(np.float32)
             blob /= 255
             outputs = self._run(blob)
@@ -71,7 +71,7 @@ class ExportedModel:
         return [answer for answer in answers if answer is not None]
 
 
-def _same_shape(images: Sequence[Image]) -> list[list[int]]:
+def by_shape(images: Sequence[Image]) -> list[list[int]]:
     """Indices of the images grouped by shape, in first-seen order."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
