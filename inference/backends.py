@@ -26,9 +26,12 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from inference.config import ConfigError, ModelSettings, Precision, Settings, WorkerSettings, available_cores
+
+if TYPE_CHECKING:
+    from inference.head import ExportedModel
 
 Backend = Literal["torch", "onnx", "openvino"]
 # WORKER_BATCH_SIZE on an accelerator when unset: enough frames to fill it, few enough to add little latency.
@@ -150,6 +153,20 @@ def export_imgsz(path: Path, backend: Backend) -> int | None:
     from inference import onnx_model, openvino_model
 
     return onnx_model.export_imgsz(str(path)) if backend == "onnx" else openvino_model.export_imgsz(path)
+
+
+def load_exported(
+    backend: Backend, path: str | Path, imgsz: int, threads: int, device: str = "cpu", precision: Precision = "f32"
+) -> ExportedModel | None:
+    """An ONNX or OpenVINO export on the project's own head (head.py), or None when the head cannot read it
+    (torch weights, OpenVINO on CUDA, an export of another shape): ultralytics runs those."""
+    from inference import onnx_model, openvino_model
+
+    if backend == "onnx":
+        return onnx_model.load(str(path), imgsz, threads, device)
+    if backend == "openvino" and not device.startswith("cuda"):
+        return openvino_model.load(str(path), imgsz, threads, precision)
+    return None
 
 
 def require_bf16(backend: Backend) -> None:

@@ -25,8 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from inference import onnx_model, openvino_model
-from inference.backends import DetectorConfig, ModelTarget, configure_runtime
+from inference.backends import DetectorConfig, ModelTarget, configure_runtime, load_exported
 from inference.errors import ModelUnavailable
 from inference.framing import FrameReader, Reply, send_reply
 from inference.head import Detections, ExportedModel, by_shape
@@ -93,11 +92,7 @@ def _warmed(config: DetectorConfig, target: ModelTarget) -> _Loaded:
 
 def _load(config: DetectorConfig, target: ModelTarget) -> Any:
     """The project's own head around an export it reads (no torch in this process); ultralytics' YOLO otherwise."""
-    exported: ExportedModel | None = None
-    if config.backend == "onnx":
-        exported = onnx_model.load(target.path, target.imgsz, config.threads, config.device)
-    elif config.backend == "openvino" and not config.device.startswith("cuda"):
-        exported = openvino_model.load(target.path, target.imgsz, config.threads, config.precision)
+    exported = load_exported(config.backend, target.path, target.imgsz, config.threads, config.device, config.precision)
     if exported is not None:
         return exported
     configure_runtime(config.backend, config.threads, config.precision)

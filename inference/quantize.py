@@ -43,15 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from inference.agreement import Detection, f1, map50
-from inference.backends import export_imgsz, exported_backend, model_file
+from inference.backends import checkpoint_imgsz, export_imgsz, exported_backend, load_exported, model_file
 from inference.cli import OneLineParser
 from inference.config import ConfigError, LogSettings, ModelSettings, S3Settings, build
-from inference.head import Image, letterbox
+from inference.errors import InvalidImage
+from inference.head import ExportedModel, Image, letterbox
+from inference.image import decode
 from inference.logs import configure_logging, log_event
 
 logger = logging.getLogger("inference.quantize")
@@ -62,7 +63,10 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BELOW_MINIMUM = 4
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# What the worker itself decodes (inference/image.py): frames in any other format are not served.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# A calibration frame is decoded whole: a bound on what one image may take.
+MAX_FRAME_PIXELS = 8192 * 8192
 HOLD_OUT_EVERY = 5
 # NNCF's own default subset; more frames move its ranges little and cost minutes.
 MAX_CALIBRATION_FRAMES = 300
@@ -181,7 +185,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 def run(plan: Plan) -> dict[str, Any]:
     """Quantize, score and time; the model and the report are written, named as failed below the minimum."""
     calibration, held_out = load_frames(plan.frames)
-    imgsz = plan.imgsz or _checkpoint_imgsz(plan.weights)
+    imgsz = plan.imgsz or checkpoint_imgsz(plan.weights)
     reference = reference_model(plan.weights, plan.backend, imgsz)
     log_event(logger, logging.INFO, "quantize_started", reference=str(reference), calibration=len(calibration))
     with _scratch(plan.out) as scratch:
@@ -230,12 +234,6 @@ def failed_name(out: Path) -> Path:
     return out.with_name(f"{out.name}-failed")
 
 
-def _checkpoint_imgsz(weights: Path) -> int:
-    from inference.backends import checkpoint_imgsz
-
-    return checkpoint_imgsz(weights)
-
-
 # --- the frames ----------------------------------------------------------------------------------
 
 
@@ -247,10 +245,10 @@ class Frame:
     data: bytes
 
     def image(self) -> Image:
-        image = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise QuantizeError(f"--frames: {self.name} is not an image OpenCV can read")
-        return np.asarray(image, dtype=np.uint8)
+        try:
+            return decode(self.data, MAX_FRAME_PIXELS)
+        except InvalidImage as exc:
+            raise QuantizeError(f"--frames: {self.name}: {exc}") from None
 
 
 def load_frames(source: str) -> tuple[list[Frame], list[Frame]]:
@@ -484,16 +482,9 @@ def evaluate(plan: Plan, reference: Path, quantized: Path, held_out: list[Frame]
     }
 
 
-def load_model(backend: Backend, path: Path, imgsz: int) -> Any:
+def load_model(backend: Backend, path: Path, imgsz: int) -> ExportedModel:
     """The model as the worker runs it (the project's letterbox and NMS), on one thread."""
-    if backend == "openvino":
-        from inference import openvino_model
-
-        model: Any = openvino_model.load(str(path), imgsz, threads=1)
-    else:
-        from inference import onnx_model
-
-        model = onnx_model.load(str(path), imgsz, threads=1, device="cpu")
+    model = load_exported(backend, path, imgsz, threads=1)
     if model is None:
         raise QuantizeError(f"{path} is not a plain YOLO detection export with dynamic input sizes")
     return model

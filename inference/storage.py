@@ -5,9 +5,10 @@ aiobotocore `get_object` spends several times more event-loop CPU per frame
 (endpoint rules, hooks, response parsing), and on a GPU the event loop, not the
 model, caps a replica's frames per second (docs/performance.md). aioboto3 still
 does what it is good at: the credential chain (keys, profiles, IAM roles,
-refreshing tokens), SigV4 (botocore's signer) and the bucket's endpoint URL
-(resolved once per bucket through a presigned URL, so path-style MinIO and
-virtual-hosted AWS addressing both come from botocore's own rules).
+refreshing tokens) and the bucket's endpoint URL (resolved once per bucket
+through a presigned URL, so path-style MinIO and virtual-hosted AWS addressing
+both come from botocore's own rules). The signature is signing.py's: the part
+of SigV4 a GET needs, with the day's signing key kept.
 
 An answer no retry can change for the task that named the object is final for it
 (`FrameNotFound`: no such key or bucket, access denied on the object, a redirect or
@@ -33,14 +34,13 @@ from urllib.parse import quote, urlsplit
 import aioboto3
 import aiohttp
 from aiobotocore.config import AioConfig
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError
 from yarl import URL
 
 from inference.config import S3Settings
 from inference.errors import CredentialsRejected, FrameNotFound, FrameTooLarge, StorageUnavailable
 from inference.retry import S3_BACKOFF, RetryLog, retry
+from inference.signing import GetSigner
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class FrameStore:
         self._last_success = float("-inf")
         self._http: aiohttp.ClientSession | None = None
         self._bases: dict[str, str] = {}
+        self._signer = GetSigner(settings.region)
         self._stack = contextlib.AsyncExitStack()
         self._outage_log = RetryLog(logger, "s3_unavailable")
 
@@ -210,6 +211,4 @@ class FrameStore:
         """SigV4 headers for a GET of `url`; none without credentials (a public bucket)."""
         if self._credentials is None:
             return {}
-        request = AWSRequest(method="GET", url=url)
-        S3SigV4Auth(await self._credentials.get_frozen_credentials(), "s3", self._settings.region).add_auth(request)
-        return dict(request.headers.items())
+        return self._signer.headers(url, await self._credentials.get_frozen_credentials())

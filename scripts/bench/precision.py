@@ -16,8 +16,8 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference import agreement, onnx_model, openvino_model
-from inference.backends import Backend, model_file
+from inference import agreement, openvino_model
+from inference.backends import Backend, load_exported, model_file
 from inference.config import Precision, available_cores
 from inference.head import ExportedModel, Image
 from inference.image import decode
@@ -59,10 +59,7 @@ def variants(imgsz: int, int8: Path | None) -> list[Variant]:
 
 
 def _load(variant: Variant, imgsz: int) -> ExportedModel:
-    if variant.backend == "onnx":
-        model: ExportedModel | None = onnx_model.load(str(variant.path), imgsz, available_cores(), "cpu")
-    else:
-        model = openvino_model.load(str(variant.path), imgsz, available_cores(), variant.precision)
+    model = load_exported(variant.backend, variant.path, imgsz, available_cores(), precision=variant.precision)
     assert model is not None, f"{variant.path}: not an export the project's head reads"
     return model
 
