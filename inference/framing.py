@@ -28,6 +28,19 @@ def frame_message(data: bytes, model: bytes = b"") -> tuple[bytes, bytes, bytes]
     return HEADER.pack(len(head) + len(data)), head, data
 
 
+def take_message(buffer: bytearray) -> bytes | None:
+    """The first whole message's bytes, removed from `buffer`; None while it is still incomplete."""
+    if len(buffer) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack_from(buffer)
+    end = HEADER.size + size
+    if len(buffer) < end:
+        return None
+    message = bytes(buffer[HEADER.size : end])
+    del buffer[:end]
+    return message
+
+
 def send_reply(sock: socket.socket, reply: Reply) -> None:
     """The pool process's side: one answer, pickled; an error that does not pickle is sent as text."""
     try:
@@ -76,14 +89,9 @@ class FrameReader:
         return message
 
     def _parse(self) -> tuple[bytes, bytes] | None:
-        if len(self._buffer) < HEADER.size:
+        message = take_message(self._buffer)
+        if message is None:
             return None
-        (size,) = HEADER.unpack_from(self._buffer)
-        end = HEADER.size + size
-        if len(self._buffer) < end:
-            return None
-        message = bytes(self._buffer[HEADER.size : end])
-        del self._buffer[:end]
         (model_size,) = MODEL_HEADER.unpack_from(message)
         split = MODEL_HEADER.size + model_size
         return message[MODEL_HEADER.size : split], message[split:]
@@ -97,11 +105,6 @@ class ReplyReader:
 
     def feed(self, data: bytes) -> Iterator[Reply]:
         self._buffer += data
-        while len(self._buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self._buffer)
-            end = HEADER.size + size
-            if len(self._buffer) < end:
-                return
-            reply: Reply = pickle.loads(self._buffer[HEADER.size : end])  # noqa: S301 - our own child process
-            del self._buffer[:end]
+        while (payload := take_message(self._buffer)) is not None:
+            reply: Reply = pickle.loads(payload)  # noqa: S301 - our own child process
             yield reply
