@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from inference.head import Detections
 
 IOU_THRESHOLD = 0.5
 
@@ -45,6 +49,12 @@ class Agreement:
     per_class: dict[int, float]
     references: int
     detections: int
+
+
+def from_found(found: Detections) -> list[Detection]:
+    """A model's answer for one frame (boxes, class ids, confidences), as detections to score."""
+    boxes, classes, scores = found
+    return [Detection(c, b, s) for b, c, s in zip(boxes, classes, scores, strict=True)]
 
 
 def iou(a: Box, b: Box) -> float:

@@ -38,7 +38,7 @@ Backend = Literal["torch", "onnx", "openvino"]
 GPU_BATCH_SIZE = 8
 
 # What ultralytics names each export; AutoBackend picks the runtime from the same suffix.
-_SUFFIX: dict[Backend, str] = {"onnx": ".onnx", "openvino": "_openvino_model"}
+SUFFIX: dict[Backend, str] = {"onnx": ".onnx", "openvino": "_openvino_model"}
 # Export and inference need these; were one missing, ultralytics would try to pip-install it.
 _PACKAGES: dict[Backend, tuple[str, ...]] = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
 
@@ -137,14 +137,15 @@ def exported_backend(path: Path) -> Backend | None:
 def model_digest(path: Path) -> str:
     """sha256 of a model file's bytes; of an OpenVINO directory, over its files' names and sha256s in name order."""
     if not path.is_dir():
-        return _file_sha256(path)
+        return file_sha256(path)
     digest = hashlib.sha256()
     for file in sorted(f for f in path.rglob("*") if f.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{_file_sha256(file)}\n".encode())
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of one file's bytes, hex."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -248,9 +249,7 @@ def cache_path(weights: Path, backend: Backend, imgsz: int) -> Path:
     Beside the weights; in the temporary directory when the weights sit on a read-only volume
     (a Kubernetes mount, an image's non-root user) and no export was baked in beside them.
     """
-    with weights.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
-    name = f"{weights.stem}-{digest}-{imgsz}{_SUFFIX[backend]}"
+    name = f"{weights.stem}-{file_sha256(weights)[:16]}-{imgsz}{SUFFIX[backend]}"
     beside = weights.parent / ".cache"
     if (beside / name).exists() or os.access(beside if beside.exists() else weights.parent, os.W_OK):
         return beside / name
@@ -277,7 +276,7 @@ def _export(weights: Path, backend: Backend, imgsz: int, target: Path) -> None:
     # target in a scratch directory, then rename, so a crashed export never leaves a partial model.
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
-        source = scratch / f"{target.name.removesuffix(_SUFFIX[backend])}.pt"
+        source = scratch / f"{target.name.removesuffix(SUFFIX[backend])}.pt"
         shutil.copyfile(weights, source)
         options: dict[str, Any] = {"dynamic": True}  # rectangular letterbox input: 320x192 for a 16:9 frame
         if backend == "onnx":

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from inference.backends import DetectorConfig, ModelTarget, configure_runtime, load_exported
 from inference.errors import ModelUnavailable
 from inference.framing import FrameReader, Reply, send_reply
-from inference.head import Detections, ExportedModel, by_shape
+from inference.head import Detections, ExportedModel, by_shape, grouped
 from inference.heap import freeze_startup_heap
 from inference.image import decode
 
@@ -191,7 +191,8 @@ def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> l
     config = _State.config
     assert config is not None, "init_process has not run in this process"
     replies: list[Reply | None] = [None] * len(frames)
-    for target, indices in _by_model(frames).items():
+    for indices in grouped([target for _, target in frames]):
+        target = frames[indices[0]][1]
         try:
             loaded, load_ms, evicted = _model_for(target or config.local)
         except Exception as exc:  # noqa: BLE001 - each frame of the model answers with its failure
@@ -226,13 +227,6 @@ def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> l
                 )
                 load_ms, evicted = 0.0, ()  # the load is reported once, with the first frame that waited for it
     return [reply for reply in replies if reply is not None]
-
-
-def _by_model(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> dict[ModelTarget | None, list[int]]:
-    groups: dict[ModelTarget | None, list[int]] = {}
-    for index, (_, target) in enumerate(frames):
-        groups.setdefault(target, []).append(index)
-    return groups
 
 
 Init = Callable[[DetectorConfig], None]

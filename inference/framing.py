@@ -36,7 +36,8 @@ def take_message(buffer: bytearray) -> bytes | None:
     end = HEADER.size + size
     if len(buffer) < end:
         return None
-    message = bytes(buffer[HEADER.size : end])
+    with memoryview(buffer) as view:  # one copy of the message, not a slice and then its bytes
+        message = bytes(view[HEADER.size : end])
     del buffer[:end]
     return message
 

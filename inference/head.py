@@ -14,7 +14,7 @@ input size) goes through ultralytics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import cv2
@@ -61,9 +61,7 @@ class ExportedModel:
         padded = [letterbox(image, self._imgsz, self._stride) for image in images]
         answers: list[Detections | None] = [None] * len(images)
         for indices in by_shape(padded):
-            blob = np.stack([padded[i][..., ::-1].transpose(2, 0, 1) for i in indices]).astype(np.float32)
-            blob /= 255
-            outputs = self._run(blob)
+            outputs = self._run(to_blob([padded[i] for i in indices]))
             for index, output in zip(indices, outputs, strict=True):
                 boxes, classes, scores = select(output, conf, iou)
                 scale_to_frame(boxes, padded[index].shape[:2], images[index].shape[:2])
@@ -71,12 +69,24 @@ class ExportedModel:
         return [answer for answer in answers if answer is not None]
 
 
+def grouped(keys: Sequence[Hashable]) -> list[list[int]]:
+    """Indices grouped by equal keys, in first-seen order."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
 def by_shape(images: Sequence[Image]) -> list[list[int]]:
     """Indices of the images grouped by shape, in first-seen order."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
-    return list(groups.values())
+    return grouped([image.shape for image in images])
+
+
+def to_blob(padded: Sequence[Image]) -> npt.NDArray[np.float32]:
+    """What the model is fed for letterboxed frames of one shape: RGB in [0, 1], NCHW."""
+    blob = np.stack([image[..., ::-1].transpose(2, 0, 1) for image in padded]).astype(np.float32)
+    blob /= 255
+    return blob
 
 
 def letterbox(image: Image, size: int, stride: int) -> Image:

@@ -167,7 +167,7 @@ class DetectorPool:
         self._init = init
         self._entry = entry
         self._batch = batch
-        self._depth = max(LANE_DEPTH, 2 * config.batch_size)
+        self._depth = LANE_DEPTH * config.batch_size
         self._lanes: list[_Lane] = []
         self._keepers: list[asyncio.Task[None]] = []
         # One queue per priority (0 first): a high-priority frame overtakes the queued lower ones.

@@ -46,12 +46,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from inference.agreement import Detection, f1, map50
-from inference.backends import checkpoint_imgsz, export_imgsz, exported_backend, load_exported, model_file
-from inference.cli import OneLineParser
+from inference.agreement import Detection, f1, from_found, map50
+from inference.backends import SUFFIX, checkpoint_imgsz, export_imgsz, exported_backend, load_exported, model_file
+from inference.cli import EXIT_USAGE, OneLineParser
 from inference.config import ConfigError, LogSettings, ModelSettings, S3Settings, build
 from inference.errors import InvalidImage
-from inference.head import ExportedModel, Image, letterbox
+from inference.head import ExportedModel, Image, letterbox, to_blob
 from inference.image import decode
 from inference.logs import configure_logging, log_event
 
@@ -60,7 +60,6 @@ logger = logging.getLogger("inference.quantize")
 Backend = Literal["onnx", "openvino"]
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_BELOW_MINIMUM = 4
 
 # What the worker itself decodes (inference/image.py): frames in any other format are not served.
@@ -74,7 +73,6 @@ MAX_HELD_OUT_FRAMES = 200
 SCORING_CONF = 0.001
 # What the letterbox pads to for ultralytics' P5 detection models; another stride only moves the padding.
 STRIDE = 32
-SUFFIX: dict[Backend, str] = {"onnx": ".onnx", "openvino": "_openvino_model"}
 # Tried in turn until one agrees well enough. NNCF's performance preset (symmetric activations) runs
 # fastest; the mixed one (asymmetric activations) keeps more of the FP32 model's confidences.
 PRESETS: dict[Backend, tuple[str, ...]] = {"openvino": ("performance", "mixed"), "onnx": ("minmax",)}
@@ -333,10 +331,7 @@ async def _get_objects(client: Any, bucket: str, keys: list[str], connections: i
 
 def _blob(frame: Frame, imgsz: int) -> npt.NDArray[np.float32]:
     """What the project's head feeds the model for this frame (inference/head.py): RGB in [0, 1], NCHW."""
-    padded = letterbox(frame.image(), imgsz, STRIDE)
-    blob: npt.NDArray[np.float32] = np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))[None].astype(np.float32)
-    blob /= 255
-    return blob
+    return to_blob([letterbox(frame.image(), imgsz, STRIDE)])
 
 
 # --- quantization --------------------------------------------------------------------------------
@@ -513,7 +508,7 @@ def _compare(fp32: Any, int8: Any, frames: list[Frame], conf: float, iou: float)
         compared.references.append(found)
         compared.fp32_s.append(seconds)
         compared.int8_s.append(_timed_predict(int8, image, conf, iou)[1])
-        compared.scored.append(_detections(int8.predict(image, SCORING_CONF, iou)))
+        compared.scored.append(from_found(int8.predict(image, SCORING_CONF, iou)))
     return compared
 
 
@@ -521,16 +516,11 @@ def _timed_predict(model: Any, image: Image, conf: float, iou: float) -> tuple[l
     start = time.perf_counter()
     found = model.predict(image, conf, iou)
     seconds = time.perf_counter() - start
-    return _detections(found), seconds
+    return from_found(found), seconds
 
 
 def _timing(seconds: list[float]) -> Timing:
     return Timing(ms_per_frame=1000 * float(np.median(seconds)), frames_per_s=len(seconds) / sum(seconds))
-
-
-def _detections(found: tuple[list[list[float]], list[int], list[float]]) -> list[Detection]:
-    boxes, classes, scores = found
-    return [Detection(c, b, s) for b, c, s in zip(boxes, classes, scores, strict=True)]
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from inference.backends import file_sha256
 from inference.config import S3Settings
 from inference.errors import ModelUnavailable, StorageUnavailable
 from inference.logs import log_event
@@ -78,7 +79,7 @@ class WeightsCache:
         path = self._dir / record.sha256 / PurePosixPath(record.bucket_and_key[1]).name
         if path in self._verified:
             return path
-        if path.is_file() and await asyncio.to_thread(_sha256_of, path) == record.sha256:
+        if path.is_file() and await asyncio.to_thread(file_sha256, path) == record.sha256:
             self._verified.add(path)
             return path
         download = self._downloads.get(path)
@@ -151,11 +152,6 @@ class WeightsCache:
         except (BotoCoreError, OSError, TimeoutError) as exc:
             raise StorageUnavailable(f"{record.uri}: {type(exc).__name__}: {exc}") from None
         return digest.hexdigest()
-
-
-def _sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _write_and_hash(out: Any, digest: Any, chunk: bytes) -> None:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from inference import quantize
-from inference.agreement import Detection, map50
+from inference.agreement import Detection, from_found, map50
 from inference.head import Image
 from scripts.synthetic import (
     DEFAULT_VIDEO_SEED,
@@ -75,7 +75,7 @@ def score_against_truth(
 ) -> dict[str, float]:
     """mAP50 over the whole confidence range, precision/recall/F1 at the serving confidence and IoU."""
     found = [model.predict(image, quantize.SCORING_CONF, iou) for image in frames]
-    ranked = [[Detection(c, b, s) for b, c, s in zip(*answer, strict=True)] for answer in found]
+    ranked = [from_found(answer) for answer in found]
     references = [[Detection(t.class_id, (t.x1, t.y1, t.x2, t.y2)) for t in frame] for frame in truth]
     served = [[(d.class_id, list(d.box)) for d in frame if d.score >= conf] for frame in ranked]
     return {"map50": map50(ranked, references).map50, **score_detections(truth, served)}

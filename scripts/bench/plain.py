@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from inference.backends import configure_runtime
 from scripts.bench.readings import Measure
 
 
@@ -25,12 +26,9 @@ class _Loop:
 
 
 def _start(weights: str, imgsz: int) -> None:
-    import torch
-    import ultralytics.utils.torch_utils as torch_utils
     from ultralytics import YOLO
 
-    torch.set_num_threads(1)
-    torch_utils.NUM_THREADS = 1  # ultralytics' first predict would reset it to min(8, cores - 1)
+    configure_runtime("torch", 1)
     _Loop.model, _Loop.imgsz = YOLO(weights), imgsz
     _predict(np.zeros((imgsz, imgsz, 3), dtype=np.uint8))
 

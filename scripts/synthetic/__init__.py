@@ -8,8 +8,9 @@ scoring.py scores detections against that ground truth; __main__.py is the comma
 
 from __future__ import annotations
 
+from inference.agreement import iou
 from scripts.synthetic.dataset import write_yolo_dataset
-from scripts.synthetic.scoring import iou, score_detections
+from scripts.synthetic.scoring import score_detections
 from scripts.synthetic.shapes import CLASS_NAMES, GroundTruthBox, make_frame
 from scripts.synthetic.video import DEFAULT_VIDEO_SEED, load_ground_truth, write_demo_video
 
