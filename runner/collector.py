@@ -237,10 +237,12 @@ class Collector:
                       total_frames=released.total_frames)  # fmt: skip
 
     async def _commit(self, force: bool) -> None:
+        due = force or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S
+        if not due or self._consumer is None:
+            return  # runs after every poll: the commit points are worked out only when a commit is due
         points = self._collection.commit_points()
         moved = {tp: offset for tp, offset in points.items() if self._committed.get(tp) != offset}
-        due = force or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S
-        if not moved or not due or self._consumer is None:
+        if not moved:
             return
         try:
             await self._consumer.commit(moved)
