@@ -336,6 +336,8 @@ class TransactionalCheckpoint(Checkpoint):
             return
         offsets = self.partitions[tp]
         if committed is None or committed == offsets.committed:
+            log_event(logger, logging.INFO, "transaction_outcome_aborted", topic=tp.topic,
+                      partition=tp.partition, offset=point, committed=committed)  # fmt: skip
             return
         if committed == point:
             offsets.take(point)

@@ -227,11 +227,12 @@ class WorkerSettings(BaseSettings):
         None, ge=0, le=65535, validation_alias=AliasChoices("METRICS_PORT", "WORKER_METRICS_PORT")
     )
 
-    @property
-    def in_flight_limit(self) -> int:
+    def in_flight_limit(self, batch_size: int) -> int:
+        """WORKER_MAX_IN_FLIGHT, else per process 4 of the batches it runs (`batch_size`, as resolved
+        for the device) and at least 16 frames."""
         # A frame spends several times its detection in flight (fetch, queue, publish until acked):
         # 16 per process keep the pool busy where fewer leave it idle (docs/performance.md).
-        return self.max_in_flight or max(16, 4 * (self.batch_size or 1)) * self.processes
+        return self.max_in_flight or max(16, 4 * batch_size) * self.processes
 
 
 class LogSettings(BaseSettings):

@@ -26,12 +26,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from inference.backends import DetectorConfig, model_digest
 from inference.commit import (
-    STEP_ERRORS,
     AssignmentIncomplete,
     AtLeastOnceCheckpoint,
     Checkpoint,
     TransactionalCheckpoint,
-    request_rejoin,
 )
 from inference.config import Delivery, KafkaSettings, Settings, WorkerSettings
 from inference.guard import DlqGuard
@@ -190,7 +188,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._name = worker_name()
         self._model = local_model(settings)
-        self._limit = settings.worker.in_flight_limit
+        self._limit = settings.worker.in_flight_limit(detector.batch_size)
         self._backlog_limit = BACKLOG_PER_LIMIT * self._limit
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         self._consumer: AIOKafkaConsumer | None = None
@@ -417,14 +415,6 @@ class Worker:
             # cheaper than ending the replica, which would rebalance the group too and reload the model.
             self.health.set_up_failed = str(exc)
             return
-        except STEP_ERRORS as exc:
-            # Not one assign() retries within its bound: undone and rejoined here the same way, since
-            # aiokafka would log the listener's exception and leave the partitions never set up.
-            log_event(logger, logging.ERROR, "assignment_failed", error=repr(exc), partitions=partition_names(assigned))
-            await checkpoint.forget(assigned)
-            request_rejoin(consumer)
-            self.health.set_up_failed = f"partitions not set up, rejoining: {exc!r}"
-            return
         # No await between the trackers' creation and these seeks: aiokafka drops what it had
         # fetched from its own position, and every record admitted from here on is from ours.
         for tp in start.keys() & consumer.assignment():
@@ -432,7 +422,8 @@ class Worker:
         self.health.joined = True
         self.health.set_up_failed = None
         self._apply_backpressure()
-        log_event(logger, logging.INFO, "partitions_assigned", partitions=partition_names(assigned))
+        log_event(logger, logging.INFO, "partitions_assigned", partitions=partition_names(assigned),
+                  starts={f"{tp.topic}[{tp.partition}]": offset for tp, offset in sorted(start.items())})  # fmt: skip
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         # First in every rebalance: the consume loop's poll now waits until the assignment is set up.

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from inference import commit
@@ -81,7 +82,22 @@ def final_results(stack: Endpoints, topics: Topics, task_count: int, timeout_s: 
     wait_for(lambda: all_committed(stack, topics, task_count), timeout_s, "every task committed")
     records = asyncio.run(read_to_end(stack.bootstrap_servers, topics.results))
     unique = {(r.partition, r.offset): r for r in records}
-    return result_values([unique[place] for place in sorted(unique)])
+    kept = [unique[place] for place in sorted(unique)]
+    print_twice_answered(kept)
+    return result_values(kept)
+
+
+def print_twice_answered(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    """Where each answer given twice lies, for a failure's report beside the replicas' commit events."""
+    seen: dict[tuple[str, int], list[tuple[int, int, str]]] = collections.defaultdict(list)
+    for answer in records:
+        value = orjson.loads(answer.value or b"{}")
+        seen[(value.get("video_id"), value.get("frame_id"))].append(
+            (answer.partition, answer.offset, value.get("worker"))
+        )
+    for key, copies in seen.items():
+        if len(copies) > 1:
+            print(f"{key} answered at (partition, offset, worker) {copies}")  # noqa: T201 - the failure's report
 
 
 def all_committed(stack: Endpoints, topics: Topics, task_count: int) -> bool:

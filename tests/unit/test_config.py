@@ -54,6 +54,20 @@ def test_defaults_match_the_design() -> None:
     assert build(WorkerSettings).processes >= 1
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "max_in_flight", "limit"),
+    [(1, None, 2 * 16), (8, None, 2 * 32), (32, None, 2 * 128), (8, "50", 50)],
+)
+def test_the_in_flight_bound_holds_four_of_the_batches_each_process_runs(
+    monkeypatch: pytest.MonkeyPatch, batch_size: int, max_in_flight: str | None, limit: int
+) -> None:
+    # The batch size as resolved for the device: an accelerator runs 8 when WORKER_BATCH_SIZE is unset.
+    monkeypatch.setenv("WORKER_PROCESSES", "2")
+    if max_in_flight is not None:
+        monkeypatch.setenv("WORKER_MAX_IN_FLIGHT", max_in_flight)
+    assert build(WorkerSettings).in_flight_limit(batch_size) == limit
+
+
 def test_unprefixed_limits_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_FRAME_BYTES", "1234")
     monkeypatch.setenv("MAX_FRAME_PIXELS", "5678")

@@ -117,19 +117,8 @@ def test_a_rebalance_past_its_bound_is_not_alive(clock: list[float]) -> None:
     assert marks.healthy().reason == f"a rebalance has run for over {60.0 + health.ASSIGNMENT_STALL_S:.0f}s"
 
 
-class Coordinator:
-    def __init__(self) -> None:
-        self.rejoins = 0
-
-    def request_rejoin(self) -> None:
-        self.rejoins += 1
-
-
 class Consumer:
-    """What on_assigned reads of aiokafka's consumer, and the rejoin it may ask for."""
-
-    def __init__(self) -> None:
-        self._coordinator = Coordinator()
+    """What on_assigned reads of aiokafka's consumer."""
 
     def assignment(self) -> set[TopicPartition]:
         return set(PARTITIONS)
@@ -143,18 +132,14 @@ class Pool:
 
 
 class FailingCheckpoint:
-    """A set-up that fails the way `raised` says, and what the worker then asks of it."""
+    """A set-up that fails the way `raised` says."""
 
     def __init__(self, raised: Exception) -> None:
         self.raised = raised
         self.partitions: dict[TopicPartition, object] = {}
-        self.forgotten: set[TopicPartition] = set()
 
     async def assign(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         raise self.raised
-
-    async def forget(self, partitions: set[TopicPartition]) -> None:
-        self.forgotten |= partitions
 
 
 def worker_with(checkpoint: FailingCheckpoint, consumer: Consumer) -> Worker:
@@ -177,14 +162,3 @@ async def test_an_assignment_past_its_bound_leaves_the_replica_alive_and_not_rea
     assert worker.health.healthy().ok
     assert worker.health.ready().reason == "['tasks[0]'] not set up within 7.0s: rejoining"
     assert worker._fatal is None
-
-
-async def test_an_assignment_failing_otherwise_is_undone_and_rejoined() -> None:
-    checkpoint, consumer = FailingCheckpoint(TimeoutError()), Consumer()
-    worker = worker_with(checkpoint, consumer)
-    worker.health.rebalance_started()
-    await worker.on_assigned(set(PARTITIONS))
-    assert consumer._coordinator.rejoins == 1
-    assert checkpoint.forgotten == PARTITIONS
-    assert worker.health.ready().reason == "partitions not set up, rejoining: TimeoutError()"
-    assert worker.health.healthy().ok
