@@ -1,11 +1,11 @@
 """What runs inside a pool process: models loaded once each, then detections for each frame.
 
 A pool process runs `serve`: `init_process` loads the replica's own model and warms it up, then
-`detect` answers each frame read from the replica's socket (framing.py) on the model the frame
-names, loading it on first use and keeping at most `max_models` (least recently used out). It
-takes encoded image bytes and returns plain Python data, so no numpy array crosses the process
-boundary. With WORKER_BATCH_SIZE over 1, `detect_batch` runs the frames waiting in the socket
-together, one model call per model and frame shape, with the detections each would have alone.
+`detect_batch` answers the frames read from the replica's socket (framing.py), each on the model
+it names, loading a model on first use and keeping at most `max_models` (least recently used
+out). It takes encoded image bytes and returns plain Python data, so no numpy array crosses the
+process boundary. With WORKER_BATCH_SIZE over 1 the frames waiting in the socket run together,
+one model call per model and frame shape, with the detections each would have alone.
 """
 
 from __future__ import annotations
@@ -170,23 +170,13 @@ def _raw(
     ]
 
 
-def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
-    """Pool entry point: encoded image bytes in, detections in original pixel coordinates out.
-
-    `target` None is the replica's own model; WARM_ONLY bytes load the model and detect nothing.
-    """
-    ok, value = detect_batch([(data, target)])[0]
-    if not ok:
-        raise value
-    assert isinstance(value, DetectOutput)
-    return value
-
-
 def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> list[Reply]:
-    """Pool entry point for a batch: `detect`'s answer for each frame, as `(ok, value)` in order.
+    """The pool's entry point: for each frame, in order, `(True, DetectOutput)` with its detections
+    in original pixel coordinates, or `(False, exception)`.
 
-    The frames of one model run together; a frame that does not decode fails alone. detect_ms
-    is the batch's time (decoding included) shared evenly among its frames.
+    A frame's target None is the replica's own model; WARM_ONLY bytes load the model and detect
+    nothing. The frames of one model run together; a frame that does not decode fails alone.
+    detect_ms is the batch's time (decoding included) shared evenly among its frames.
     """
     config = _State.config
     assert config is not None, "init_process has not run in this process"
@@ -230,17 +220,14 @@ def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> l
 
 
 Init = Callable[[DetectorConfig], None]
-Entry = Callable[[bytes | None, ModelTarget | None], DetectOutput]
-BatchEntry = Callable[[Sequence[tuple[bytes | None, ModelTarget | None]]], list[Reply]]
+Entry = Callable[[Sequence[tuple[bytes | None, ModelTarget | None]]], list[Reply]]
 
 
-def serve(
-    sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry, batch: BatchEntry | None = None
-) -> None:
+def serve(sock: socket.socket, config: DetectorConfig, init: Init, entry: Entry) -> None:
     """A pool process: load the model, then answer frames from the socket in order until it closes.
 
-    With a batch size over 1 and a `batch` entry, the frames already waiting (up to the batch
-    size, waiting at most the batch wait for more) are answered by one call of `batch`.
+    The frames already waiting (up to the batch size, waiting at most the batch wait for more)
+    are answered by one call of `entry`.
     """
     # The replica drains on SIGTERM/SIGINT and then closes the lanes: a signal to the whole process
     # group must not kill the frames it is draining. A dying replica takes its lanes along (init).
@@ -254,8 +241,7 @@ def serve(
     send_reply(sock, (True, None))
     reader = FrameReader(sock)
     targets: dict[bytes, ModelTarget] = {}
-    size = config.batch_size if batch is not None else 1
-    while messages := reader.read_batch(size, config.batch_wait_s):
+    while messages := reader.read_batch(config.batch_size, config.batch_wait_s):
         frames: list[tuple[bytes | None, ModelTarget | None]] = []
         replies: dict[int, Reply] = {}
         for index, (model, data) in enumerate(messages):
@@ -267,16 +253,8 @@ def serve(
             except Exception as exc:  # noqa: BLE001 - a model part that does not unpickle fails its frame
                 replies[index] = (False, exc)
                 frames.append((WARM_ONLY, None))
-        answers = batch(frames) if batch is not None and size > 1 else [_answer(entry, *frame) for frame in frames]
-        for index, answer in enumerate(answers):
+        for index, answer in enumerate(entry(frames)):
             send_reply(sock, replies.get(index, answer))
-
-
-def _answer(entry: Entry, data: bytes | None, target: ModelTarget | None) -> Reply:
-    try:
-        return (True, entry(data, target))
-    except Exception as exc:  # noqa: BLE001 - the frame's caller decides what the error means
-        return (False, exc)
 
 
 def _target(model: bytes, seen: dict[bytes, ModelTarget]) -> ModelTarget | None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from inference import detector
 from inference.backends import DetectorConfig, ModelTarget
-from inference.detector import WARM_MARK, BatchEntry, DetectOutput, Entry, Init
+from inference.detector import WARM_MARK, DetectOutput, Entry, Init
 from inference.errors import InferenceFailed, ModelUnavailable
 from inference.framing import ReplyReader, frame_message
 from inference.logs import log_event
@@ -147,7 +147,7 @@ async def _reap(process: BaseProcess, timeout_s: float) -> None:
 
 
 class DetectorPool:
-    """Runs `entry` (detector.detect) in `processes` spawned processes that each load the model once."""
+    """Runs `entry` (detector.detect_batch) in `processes` spawned processes that each load the model once."""
 
     def __init__(
         self,
@@ -157,8 +157,7 @@ class DetectorPool:
         attempts: int,
         on_restart: Callable[[], None] | None = None,
         init: Init = detector.init_process,
-        entry: Entry = detector.detect,
-        batch: BatchEntry | None = detector.detect_batch,
+        entry: Entry = detector.detect_batch,
     ) -> None:
         self._config = config
         self._processes = processes
@@ -166,7 +165,6 @@ class DetectorPool:
         self._attempts = attempts
         self._init = init
         self._entry = entry
-        self._batch = batch
         self._depth = LANE_DEPTH * config.batch_size
         self._lanes: list[_Lane] = []
         self._keepers: list[asyncio.Task[None]] = []
@@ -212,7 +210,7 @@ class DetectorPool:
         ours, theirs = socket.socketpair()
         # spawn: CUDA cannot be re-initialised in a forked child, and fork copies held locks.
         process = multiprocessing.get_context("spawn").Process(
-            target=detector.serve, args=(theirs, self._config, self._init, self._entry, self._batch)
+            target=detector.serve, args=(theirs, self._config, self._init, self._entry)
         )
         try:
             process.start()

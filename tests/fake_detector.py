@@ -1,4 +1,4 @@
-"""Stand-ins for detector.init_process and detector.detect, for pool tests in real spawned processes.
+"""Stand-ins for detector.init_process and detector.detect_batch, for pool tests in real spawned processes.
 
 The frame's bytes say what to do: crash the process, hang, take `sleep SECONDS`, fail, or answer
 with its length and the pid of the process that answered.
@@ -6,6 +6,7 @@ with its length and the pid of the process that answered.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ def init(config: DetectorConfig) -> None:
 LOADED: set[ModelTarget] = set()
 
 
-def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
+def _detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
     """Answers with the frame's length and the pid; a target's first frame in this process reports a load."""
     load_ms = 0.0
     if target is not None and target not in LOADED:
@@ -51,12 +52,11 @@ def detect(data: bytes | None, target: ModelTarget | None) -> DetectOutput:
 
 
 def detect_batch(frames: Sequence[tuple[bytes | None, ModelTarget | None]]) -> list[Reply]:
-    """`detect` for each frame of a batch; each answer's detect_ms is the size of the batch it came in."""
+    """Each frame's answer as its bytes say; its detect_ms is the size of the batch it came in."""
     replies: list[Reply] = []
     for data, target in frames:
         try:
-            output = detect(data, target)
-            replies.append((True, DetectOutput(output.width, output.height, (), float(len(frames)))))
+            replies.append((True, dataclasses.replace(_detect(data, target), detect_ms=float(len(frames)))))
         except Exception as exc:  # noqa: BLE001 - the frame's own failure, as the real batch answers it
             replies.append((False, exc))
     return replies

@@ -22,7 +22,7 @@ def config(model_path: str = "unused", batch_size: int = 1) -> DetectorConfig:
 
 def pool_of(processes: int, frame_timeout_s: float = 30.0, attempts: int = 2) -> DetectorPool:
     return DetectorPool(config(), processes, frame_timeout_s, attempts, on_restart=None,
-                        init=fake_detector.init, entry=fake_detector.detect)  # fmt: skip
+                        init=fake_detector.init, entry=fake_detector.detect_batch)  # fmt: skip
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ async def test_a_cancelled_frame_leaves_its_lane_in_step(two: DetectorPool) -> N
 
 async def test_a_model_that_does_not_load_fails_the_start_and_leaves_no_process() -> None:
     pool = DetectorPool(config(fake_detector.BROKEN_MODEL), 2, 30.0, 2, init=fake_detector.init,
-                        entry=fake_detector.detect)  # fmt: skip
+                        entry=fake_detector.detect_batch)  # fmt: skip
     with pytest.raises(LaneFailed, match="no model at 'broken'"):
         await pool.start()
     assert multiprocessing.active_children() == []
@@ -103,8 +103,7 @@ async def test_a_warmed_model_is_loaded_in_every_process_and_again_in_a_replacem
 
 
 async def test_frames_waiting_for_a_process_run_as_one_batch_and_a_bad_one_fails_alone() -> None:
-    pool = DetectorPool(config(batch_size=4), 1, 60.0, 2, init=fake_detector.init, entry=fake_detector.detect,
-                        batch=fake_detector.detect_batch)  # fmt: skip
+    pool = DetectorPool(config(batch_size=4), 1, 60.0, 2, init=fake_detector.init, entry=fake_detector.detect_batch)
     await pool.start()
     try:
         # Eight frames at once: the lane holds two batches, and a batch is taken as soon as it is full.

@@ -34,7 +34,7 @@ async def in_process_worker(monkeypatch: pytest.MonkeyPatch, worker_env: dict[st
     """Workers in this process, their pools answering by the frame's bytes (tests/fake_detector.py)."""
     for name, value in worker_env.items():
         monkeypatch.setenv(name, value)
-    fake_pool = functools.partial(DetectorPool, init=fake_detector.init, entry=fake_detector.detect)
+    fake_pool = functools.partial(DetectorPool, init=fake_detector.init, entry=fake_detector.detect_batch)
     monkeypatch.setattr(service, "DetectorPool", fake_pool)
     settings = load_settings()
     config = DetectorConfig("fake", "onnx", "cpu", 320, 0.25, 0.45, 1, 10**6)

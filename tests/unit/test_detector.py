@@ -47,7 +47,8 @@ def test_a_model_loads_once_and_the_least_recently_used_goes_first(loads: list[s
 
 
 def test_a_warm_up_loads_the_model_and_detects_nothing(loads: list[str]) -> None:
-    output = detector.detect(detector.WARM_ONLY, target("a"))
+    ((ok, output),) = detector.detect_batch([(detector.WARM_ONLY, target("a"))])
+    assert ok and isinstance(output, detector.DetectOutput)
     assert output.detections == () and output.load_ms > 0
     assert loads == ["a@1"]
 
