@@ -315,10 +315,17 @@ class TransactionalCheckpoint(Checkpoint):
         this, the open transaction would hold back every read_committed reader). The group's
         committed offset then tells which: at the failed commit point, it was committed (and
         re-sending those answers would publish them twice); where it was, it was aborted.
-        Anywhere else, another member committed there: this replica is a zombie (frozen past
-        its session, say; its failed transaction timed out while it was). Its restart has just
-        fenced that owner, so it fences itself too: nobody commits the partition until the
-        coming rebalance sets it up afresh.
+        Anywhere else above where it was, another member committed there: this replica is a
+        zombie (frozen past its session, say; its failed transaction timed out while it was).
+        Its restart has just fenced that owner, so it fences itself too: nobody commits the
+        partition until the coming rebalance sets it up afresh.
+
+        Below where it was, no member committed (each starts at the committed offset): the
+        broker lost the offsets of a transaction this replica saw committed, as a single broker
+        stopped while a commit's markers were being written has done. The answers stayed
+        committed, the offset did not. The replica keeps to its own point, takes the outcome as
+        aborted, and its next transaction commits the offset again; fenced and rebalanced
+        instead, the partition would restart at the lost offset and answer its frames twice.
         """
         if await self._start_producer(tp, attempts=1) is None:
             return
@@ -335,6 +342,10 @@ class TransactionalCheckpoint(Checkpoint):
             await self._stop_producer(tp)
             return
         offsets = self.partitions[tp]
+        if committed is not None and offsets.committed is not None and committed < offsets.committed:
+            log_event(logger, logging.ERROR, "committed_offset_regressed", topic=tp.topic, partition=tp.partition,
+                      offset=committed, expected=offsets.committed)  # fmt: skip
+            committed = offsets.committed
         if committed is None or committed == offsets.committed:
             log_event(logger, logging.INFO, "transaction_outcome_aborted", topic=tp.topic,
                       partition=tp.partition, offset=point, committed=committed)  # fmt: skip

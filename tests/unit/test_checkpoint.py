@@ -491,6 +491,24 @@ async def test_recovery_fences_a_partition_another_member_committed_meanwhile(
     assert broker.committed == {P0: 7}
 
 
+async def test_recovery_keeps_its_own_point_where_the_broker_lost_a_committed_offset(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A committed offset below this replica's own point: nobody committed there, the broker lost it.
+
+    Fenced and rebalanced, the partition would restart at 4 and answer 4..9 a second time.
+    """
+    checkpoint = await failed_transaction(broker, committed=10)
+    broker.committed[P0] = 4
+    with caplog.at_level(logging.INFO):
+        assert await checkpoint.commit() == {P0: 13}
+    assert {"committed_offset_regressed", "transaction_outcome_aborted"} <= set(events(caplog))
+    assert "partition_taken_over" not in events(caplog)
+    _, restarted = broker.producers
+    assert broker.published == [(restarted.transactional_id, [answer(P0, o) for o in (10, 11, 12)])]
+    assert broker.committed == {P0: 13}
+
+
 async def test_recovery_stays_uncertain_while_the_committed_offset_cannot_be_read(broker: Broker) -> None:
     checkpoint = await failed_transaction(broker)
     broker.committed[P0] = 3  # the failed transaction did commit
