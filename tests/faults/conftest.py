@@ -19,7 +19,7 @@ from tests.faults.report import ROWS, table
 HERE = Path(__file__).resolve().parent
 # What a replica logs about its partitions and transactions, everything else left out.
 COMMIT_EVENTS = {
-    "partitions_assigned", "partitions_revoked", "assignment_incomplete", "assignment_failed",
+    "partitions_assigned", "partitions_revoked", "assignment_incomplete", "committed_offset_regressed",
     "transaction_failed", "transaction_outcome_committed", "transaction_outcome_aborted",
     "producer_fenced", "partition_taken_over", "rejoin_requested", "frames_abandoned", "worker_stopped",
 }  # fmt: skip
