@@ -74,12 +74,12 @@ class GetSigner:
         )
         scope = f"{day}/{self._region}/{self._service}/aws4_request"
         to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        signature = hmac.new(self._signing_key(credentials.secret_key, day), to_sign.encode(), hashlib.sha256)
+        signature = _hmac(self._signing_key(credentials.secret_key, day), to_sign).hex()
         headers = {
             "X-Amz-Date": stamp,
             "X-Amz-Content-SHA256": EMPTY_SHA256,
             "Authorization": f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={names}, Signature={signature.hexdigest()}",
+            f"SignedHeaders={names}, Signature={signature}",
         }
         if credentials.token:
             headers["X-Amz-Security-Token"] = credentials.token
